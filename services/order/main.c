@@ -1,0 +1,54 @@
+/*
+ * order - orders. Placing one calls payment synchronously; cancelling one
+ * cancels its payment synchronously. An Idempotency-Key makes a retried POST
+ * return the first answer instead of placing a second order.
+ */
+#include "hearty.h"
+#include "order.h"
+#include "config.h"
+#include "service.h"
+
+#include <stdlib.h>
+
+static const char *const migrations[] = {
+	"CREATE TABLE orders(id INTEGER PRIMARY KEY AUTOINCREMENT, customer_id TEXT NOT NULL,"
+	" item TEXT NOT NULL, qty INTEGER NOT NULL, price INTEGER NOT NULL, amount INTEGER NOT NULL,"
+	" status TEXT NOT NULL, pay_id INTEGER, mileage_points INTEGER, mileage_status TEXT,"
+	" idem_key TEXT UNIQUE, idem_hash TEXT, lease_until INTEGER, resp_status INTEGER,"
+	" resp_body TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
+	"CREATE INDEX orders_customer ON orders(customer_id, id);",
+	NULL,
+};
+
+static int order_setup(struct service *svc, char *err, size_t errlen)
+{
+	struct order_svc *o = calloc(1, sizeof(*o));
+	int64_t connect_ms, timeout_ms;
+
+	if(!o)
+		return -1;
+	svc->state = o;
+	o->store = svc->store;
+	if(config_url("PAYMENT_URL", "http://127.0.0.1:8082", o->payment_url, sizeof(o->payment_url),
+		      err, errlen) ||
+	   config_int("CONNECT_TIMEOUT_MS", 500, 1, 60000, &connect_ms, err, errlen) ||
+	   config_int("PAYMENT_TIMEOUT_MS", 3000, 1, 600000, &timeout_ms, err, errlen))
+		return -1;
+	o->connect_timeout_ms = connect_ms;
+	o->payment_timeout_ms = timeout_ms;
+	return orders_routes(svc->srv, o);
+}
+
+static void order_release(struct service *svc)
+{
+	free(svc->state);
+}
+
+int main(void)
+{
+	static const struct service_def def = {
+		.name = "order", .default_port = 8081, .db_file = "order.db",
+		.migrations = migrations, .setup = order_setup, .release = order_release,
+	};
+	return service_run(&def);
+}
