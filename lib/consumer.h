@@ -50,12 +50,14 @@ struct consumer_options {
 	void *ctx;
 	int batch;                 /* events per fetch and per transaction */
 	int wait_ms;               /* long-poll wait asked of the producer */
+	int linger_ms;             /* pause after a short batch, so events gather */
 	int retry_min_ms, retry_max_ms;
 	long connect_timeout_ms;
 };
 
-/* Fills batch, wait and retry settings from the environment
- * (FEED_BATCH, FEED_WAIT_MS, FEED_RETRY_MIN_MS, FEED_RETRY_MAX_MS, CONNECT_TIMEOUT_MS). */
+/* Fills batch, wait and retry settings from the environment (FEED_BATCH,
+ * FEED_WAIT_MS, FEED_LINGER_MS, FEED_RETRY_MIN_MS, FEED_RETRY_MAX_MS,
+ * CONNECT_TIMEOUT_MS). */
 int consumer_options_from_env(struct consumer_options *opt, char *err, size_t errlen);
 
 struct consumer;
