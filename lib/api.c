@@ -44,13 +44,31 @@ bool api_query_id(struct request *req, struct response *res, const char *name, i
 	return false;
 }
 
+static bool customer_ok(const char *s)
+{
+	return s[0] && utf8_length(s) <= 64 && check_customer_id(s);
+}
+
 bool api_query_customer(struct request *req, struct response *res, char *out, size_t outlen)
 {
 	int got = request_query(req, "customerId", out, outlen);
 
-	if(got == 1 && out[0] && utf8_length(out) <= 64 && check_customer_id(out))
+	if(got == 1 && customer_ok(out))
 		return true;
 	response_error(res, 400, "invalid_argument", got == 0 ? "customerId is required" :
+		       "customerId must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+	return false;
+}
+
+bool api_path_customer(struct request *req, struct response *res, char *out, size_t outlen)
+{
+	const char *v = request_param(req, "customerId");
+
+	if(v && strlen(v) < outlen && customer_ok(v)) {
+		memcpy(out, v, strlen(v) + 1);
+		return true;
+	}
+	response_error(res, 400, "invalid_argument",
 		       "customerId must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
 	return false;
 }
@@ -80,6 +98,31 @@ bool api_body(struct request *req, struct response *res, const struct field *fie
 		return false;
 	}
 	return true;
+}
+
+int api_page_collect(struct db_stmt *s, struct api_page *page, json_t *(*row)(struct db_stmt *s))
+{
+	int rc;
+
+	for(rc = db_step(s); rc == DB_ROW; rc = db_step(s))
+		if(json_array_append_new(page->items, row(s)))
+			return HR_ERR_NOMEM;
+	return rc == DB_DONE ? HR_OK : rc;
+}
+
+void api_page_answer(struct response *res, struct store *st, store_fn fn, void *arg,
+		     struct api_page *page, const char *id_field)
+{
+	int rc;
+
+	page->items = json_array();
+	rc = page->items ? store_read(st, fn, arg) : HR_ERR_NOMEM;
+	if(rc) {
+		json_decref(page->items);
+		api_store_error(res, rc);
+		return;
+	}
+	api_list_answer(res, page->items, page->limit, id_field);
 }
 
 void api_list_answer(struct response *res, json_t *items, int64_t limit, const char *id_field)

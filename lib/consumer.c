@@ -205,13 +205,7 @@ static void consumer_sleep(struct consumer *c, int ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if(ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	hr_deadline(ms, &ts);
 	pthread_mutex_lock(&c->lock);
 	if(!atomic_load(&c->stopping))
 		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
@@ -407,44 +401,27 @@ static json_t *dead_letter_json(struct db_stmt *s)
 	return o;
 }
 
-struct dl_list {
-	int64_t after, limit;
-	json_t *items;
-};
-
 static int dl_list_fn(struct db *db, void *arg)
 {
 	static const char sql[] = "SELECT id, feed, position, event, reason, status, created_at,"
 				  " updated_at FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?";
-	struct dl_list *dl = arg;
+	struct api_page *page = arg;
 	struct db_stmt *s = db_prepare(db, sql);
-	int rc;
 
 	if(!s)
 		return HR_ERR_STORE;
-	db_bind_int(s, 1, dl->after);
-	db_bind_int(s, 2, dl->limit + 1);
-	for(rc = db_step(s); rc == DB_ROW; rc = db_step(s))
-		json_array_append_new(dl->items, dead_letter_json(s));
-	return rc == DB_DONE ? HR_OK : rc;
+	db_bind_int(s, 1, page->after);
+	db_bind_int(s, 2, page->limit + 1);
+	return api_page_collect(s, page, dead_letter_json);
 }
 
 static void dl_list(struct request *req, struct response *res, void *ctx)
 {
 	struct dead_letters *dc = ctx;
-	struct dl_list dl = { 0 };
-	int rc;
+	struct api_page page = { 0 };
 
-	if(!api_list_params(req, res, &dl.after, &dl.limit))
-		return;
-	dl.items = json_array();
-	rc = store_read(dc->store, dl_list_fn, &dl);
-	if(rc) {
-		json_decref(dl.items);
-		api_store_error(res, rc);
-		return;
-	}
-	api_list_answer(res, dl.items, dl.limit, "id");
+	if(api_list_params(req, res, &page.after, &page.limit))
+		api_page_answer(res, dc->store, dl_list_fn, &page, &page, "id");
 }
 
 struct dl_retry {

@@ -41,6 +41,9 @@ const char *hr_err_name(int err);
 int64_t hr_now_ms(void);
 /* Monotonic microseconds, for durations and deadlines. */
 int64_t hr_mono_us(void);
+/* The CLOCK_REALTIME time ms from now, for pthread_cond_timedwait. */
+struct timespec;
+void hr_deadline(int64_t ms, struct timespec *out);
 /* Formats ms since the epoch as "2026-11-24T05:10:00.123Z" into buf (>= 32 bytes). */
 void hr_time_iso(int64_t ms, char *buf, size_t buflen);
 

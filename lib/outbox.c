@@ -107,13 +107,7 @@ static void feed_wait(struct outbox_feed *f, uint64_t seen, int64_t deadline_us)
 		struct timespec ts;
 		if(left <= 0)
 			break;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += left / 1000000;
-		ts.tv_nsec += (left % 1000000) * 1000;
-		if(ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		hr_deadline((left + 999) / 1000, &ts);
 		pthread_cond_timedwait(&f->cond, &f->lock, &ts);
 	}
 	pthread_mutex_unlock(&f->lock);

@@ -845,13 +845,7 @@ void server_drain(struct server *srv, int grace_ms)
 	fd = MHD_quiesce_daemon(srv->daemon);
 	if(fd != MHD_INVALID_SOCKET)
 		close(fd);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += grace_ms / 1000;
-	until.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-	if(until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	hr_deadline(grace_ms, &until);
 	pthread_mutex_lock(&srv->lock);
 	while(srv->inflight > 0)
 		if(pthread_cond_timedwait(&srv->idle_cond, &srv->lock, &until))

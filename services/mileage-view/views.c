@@ -156,8 +156,8 @@ static json_t *view_row_json(struct db_stmt *s)
 
 struct view_read {
 	char customer[72];
-	int64_t after, limit;
-	json_t *out;
+	struct api_page page;
+	json_t *out;            /* a customer's summary */
 };
 
 static int view_list_fn(struct db *db, void *arg)
@@ -167,35 +167,23 @@ static int view_list_fn(struct db *db, void *arg)
 				  " AND pay_id > ? ORDER BY pay_id LIMIT ?";
 	struct view_read *vr = arg;
 	struct db_stmt *s = db_prepare(db, sql);
-	int rc;
 
 	if(!s)
 		return HR_ERR_STORE;
 	db_bind_text(s, 1, vr->customer);
-	db_bind_int(s, 2, vr->after);
-	db_bind_int(s, 3, vr->limit + 1);
-	for(rc = db_step(s); rc == DB_ROW; rc = db_step(s))
-		json_array_append_new(vr->out, view_row_json(s));
-	return rc == DB_DONE ? HR_OK : rc;
+	db_bind_int(s, 2, vr->page.after);
+	db_bind_int(s, 3, vr->page.limit + 1);
+	return api_page_collect(s, &vr->page, view_row_json);
 }
 
 static void views_list(struct request *req, struct response *res, void *ctx)
 {
 	struct view *v = ctx;
 	struct view_read vr = { 0 };
-	int rc;
 
-	if(!api_query_customer(req, res, vr.customer, sizeof(vr.customer)) ||
-	   !api_list_params(req, res, &vr.after, &vr.limit))
-		return;
-	vr.out = json_array();
-	rc = store_read(v->store, view_list_fn, &vr);
-	if(rc) {
-		json_decref(vr.out);
-		api_store_error(res, rc);
-		return;
-	}
-	api_list_answer(res, vr.out, vr.limit, "payId");
+	if(api_query_customer(req, res, vr.customer, sizeof(vr.customer)) &&
+	   api_list_params(req, res, &vr.page.after, &vr.page.limit))
+		api_page_answer(res, v->store, view_list_fn, &vr, &vr.page, "payId");
 }
 
 static int customer_get_fn(struct db *db, void *arg)
@@ -222,15 +210,10 @@ static void customers_get(struct request *req, struct response *res, void *ctx)
 {
 	struct view *v = ctx;
 	struct view_read vr = { 0 };
-	const char *id = request_param(req, "customerId");
 	int rc;
 
-	if(!id || !id[0] || utf8_length(id) > 64 || !check_customer_id(id)) {
-		response_error(res, 400, "invalid_argument",
-			       "customerId must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+	if(!api_path_customer(req, res, vr.customer, sizeof(vr.customer)))
 		return;
-	}
-	snprintf(vr.customer, sizeof(vr.customer), "%s", id);
 	rc = store_read(v->store, customer_get_fn, &vr);
 	if(rc == HR_ERR_NOT_FOUND)
 		response_error(res, 404, "not_found", "no mileage for customer %s", vr.customer);

@@ -181,8 +181,7 @@ static void mileages_create(struct request *req, struct response *res, void *ctx
 }
 
 struct mileage_read {
-	int64_t id, after, limit;
-	char customer[72];
+	int64_t id;
 	json_t *out;
 };
 
@@ -218,41 +217,34 @@ static void mileages_get(struct request *req, struct response *res, void *ctx)
 		response_json(res, 200, mr.out);
 }
 
+struct mileage_list {
+	char customer[72];
+	struct api_page page;
+};
+
 static int mileage_list_fn(struct db *db, void *arg)
 {
 	static const char sql[] = "SELECT " MILEAGE_COLS " FROM mileages WHERE customer_id = ?"
 				  " AND pay_id > ? ORDER BY pay_id LIMIT ?";
-	struct mileage_read *mr = arg;
+	struct mileage_list *ml = arg;
 	struct db_stmt *s = db_prepare(db, sql);
-	int rc;
 
 	if(!s)
 		return HR_ERR_STORE;
-	db_bind_text(s, 1, mr->customer);
-	db_bind_int(s, 2, mr->after);
-	db_bind_int(s, 3, mr->limit + 1);
-	for(rc = db_step(s); rc == DB_ROW; rc = db_step(s))
-		json_array_append_new(mr->out, mileage_json(s));
-	return rc == DB_DONE ? HR_OK : rc;
+	db_bind_text(s, 1, ml->customer);
+	db_bind_int(s, 2, ml->page.after);
+	db_bind_int(s, 3, ml->page.limit + 1);
+	return api_page_collect(s, &ml->page, mileage_json);
 }
 
 static void mileages_list(struct request *req, struct response *res, void *ctx)
 {
 	struct mileage *m = ctx;
-	struct mileage_read mr = { 0 };
-	int rc;
+	struct mileage_list ml = { 0 };
 
-	if(!api_query_customer(req, res, mr.customer, sizeof(mr.customer)) ||
-	   !api_list_params(req, res, &mr.after, &mr.limit))
-		return;
-	mr.out = json_array();
-	rc = store_read(m->store, mileage_list_fn, &mr);
-	if(rc) {
-		json_decref(mr.out);
-		api_store_error(res, rc);
-		return;
-	}
-	api_list_answer(res, mr.out, mr.limit, "payId");
+	if(api_query_customer(req, res, ml.customer, sizeof(ml.customer)) &&
+	   api_list_params(req, res, &ml.page.after, &ml.page.limit))
+		api_page_answer(res, m->store, mileage_list_fn, &ml, &ml.page, "payId");
 }
 
 int mileages_routes(struct server *srv, struct mileage *m)

@@ -389,10 +389,8 @@ static void orders_create(struct request *req, struct response *res, void *ctx)
 /* ---- reads -------------------------------------------------------------- */
 
 struct order_read {
-	int64_t id, after, limit;
-	char customer[72];
+	int64_t id;
 	struct order o;
-	json_t *items;
 };
 
 static int order_get_fn(struct db *db, void *arg)
@@ -431,43 +429,42 @@ static void orders_get(struct request *req, struct response *res, void *ctx)
 		response_json(res, 200, order_json(&r.o));
 }
 
+static json_t *order_row_json(struct db_stmt *s)
+{
+	struct order o;
+
+	order_from_row(&o, s);
+	return order_json(&o);
+}
+
+struct order_list {
+	char customer[72];
+	struct api_page page;
+};
+
 static int order_list_fn(struct db *db, void *arg)
 {
 	static const char sql[] = "SELECT " ORDER_COLS " FROM orders WHERE customer_id = ? AND id > ?"
 				  " ORDER BY id LIMIT ?";
-	struct order_read *r = arg;
+	struct order_list *ol = arg;
 	struct db_stmt *s = db_prepare(db, sql);
-	int rc;
 
 	if(!s)
 		return HR_ERR_STORE;
-	db_bind_text(s, 1, r->customer);
-	db_bind_int(s, 2, r->after);
-	db_bind_int(s, 3, r->limit + 1);
-	for(rc = db_step(s); rc == DB_ROW; rc = db_step(s)) {
-		order_from_row(&r->o, s);
-		json_array_append_new(r->items, order_json(&r->o));
-	}
-	return rc == DB_DONE ? HR_OK : rc;
+	db_bind_text(s, 1, ol->customer);
+	db_bind_int(s, 2, ol->page.after);
+	db_bind_int(s, 3, ol->page.limit + 1);
+	return api_page_collect(s, &ol->page, order_row_json);
 }
 
 static void orders_list(struct request *req, struct response *res, void *ctx)
 {
 	struct order_svc *svc = ctx;
-	struct order_read r = { 0 };
-	int rc;
+	struct order_list ol = { 0 };
 
-	if(!api_query_customer(req, res, r.customer, sizeof(r.customer)) ||
-	   !api_list_params(req, res, &r.after, &r.limit))
-		return;
-	r.items = json_array();
-	rc = store_read(svc->store, order_list_fn, &r);
-	if(rc) {
-		json_decref(r.items);
-		api_store_error(res, rc);
-		return;
-	}
-	api_list_answer(res, r.items, r.limit, "orderId");
+	if(api_query_customer(req, res, ol.customer, sizeof(ol.customer)) &&
+	   api_list_params(req, res, &ol.page.after, &ol.page.limit))
+		api_page_answer(res, svc->store, order_list_fn, &ol, &ol.page, "orderId");
 }
 
 /* ---- POST /orders/{orderId}/cancel -------------------------------------- */

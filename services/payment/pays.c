@@ -145,8 +145,8 @@ static void pays_create(struct request *req, struct response *res, void *ctx)
 /* ---- reads -------------------------------------------------------------- */
 
 struct pay_read {
-	int64_t id, after, limit;
-	json_t *out;   /* one payment, or the items array */
+	int64_t id;
+	json_t *out;   /* the payment */
 };
 
 static int pay_get_fn(struct db *db, void *arg)
@@ -182,40 +182,34 @@ static void pays_get(struct request *req, struct response *res, void *ctx)
 		response_json(res, 200, pr.out);
 }
 
+struct pay_list {
+	int64_t order_id;
+	struct api_page page;
+};
+
 static int pay_list_fn(struct db *db, void *arg)
 {
 	static const char sql[] = "SELECT " PAY_COLS " FROM payments WHERE order_id = ? AND id > ?"
 				  " ORDER BY id LIMIT ?";
-	struct pay_read *pr = arg;
+	struct pay_list *pl = arg;
 	struct db_stmt *s = db_prepare(db, sql);
-	int rc;
 
 	if(!s)
 		return HR_ERR_STORE;
-	db_bind_int(s, 1, pr->id);
-	db_bind_int(s, 2, pr->after);
-	db_bind_int(s, 3, pr->limit + 1);
-	for(rc = db_step(s); rc == DB_ROW; rc = db_step(s))
-		json_array_append_new(pr->out, pay_json(s));
-	return rc == DB_DONE ? HR_OK : rc;
+	db_bind_int(s, 1, pl->order_id);
+	db_bind_int(s, 2, pl->page.after);
+	db_bind_int(s, 3, pl->page.limit + 1);
+	return api_page_collect(s, &pl->page, pay_json);
 }
 
 static void pays_list(struct request *req, struct response *res, void *ctx)
 {
 	struct payment *p = ctx;
-	struct pay_read pr = { 0 };
-	int rc;
+	struct pay_list pl = { 0 };
 
-	if(!api_query_id(req, res, "orderId", &pr.id) || !api_list_params(req, res, &pr.after, &pr.limit))
-		return;
-	pr.out = json_array();
-	rc = store_read(p->store, pay_list_fn, &pr);
-	if(rc) {
-		json_decref(pr.out);
-		api_store_error(res, rc);
-		return;
-	}
-	api_list_answer(res, pr.out, pr.limit, "payId");
+	if(api_query_id(req, res, "orderId", &pl.order_id) &&
+	   api_list_params(req, res, &pl.page.after, &pl.page.limit))
+		api_page_answer(res, p->store, pay_list_fn, &pl, &pl.page, "payId");
 }
 
 /* ---- POST /pays/{payId}/cancel ------------------------------------------ */
