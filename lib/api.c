@@ -11,7 +11,7 @@ bool api_path_id(struct request *req, struct response *res, const char *name, in
 	const char *v = request_param(req, name);
 	if(validate_id(v, out))
 		return true;
-	response_error(res, 400, "invalid_argument", "%s must be an integer id from 1 to 2^53", name);
+	response_error(res, 400, "invalid_argument", "%s must be an integer id from 1 to 2^53 - 1", name);
 	return false;
 }
 
@@ -40,20 +40,15 @@ bool api_query_id(struct request *req, struct response *res, const char *name, i
 	if(got == 1 && validate_id(v, out))
 		return true;
 	response_error(res, 400, "invalid_argument", got == 0 ? "%s is required" :
-		       "%s must be an integer id from 1 to 2^53", name);
+		       "%s must be an integer id from 1 to 2^53 - 1", name);
 	return false;
-}
-
-static bool customer_ok(const char *s)
-{
-	return s[0] && utf8_length(s) <= 64 && check_customer_id(s);
 }
 
 bool api_query_customer(struct request *req, struct response *res, char *out, size_t outlen)
 {
 	int got = request_query(req, "customerId", out, outlen);
 
-	if(got == 1 && customer_ok(out))
+	if(got == 1 && check_customer_id(out))
 		return true;
 	response_error(res, 400, "invalid_argument", got == 0 ? "customerId is required" :
 		       "customerId must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
@@ -64,7 +59,7 @@ bool api_path_customer(struct request *req, struct response *res, char *out, siz
 {
 	const char *v = request_param(req, "customerId");
 
-	if(v && strlen(v) < outlen && customer_ok(v)) {
+	if(v && strlen(v) < outlen && check_customer_id(v)) {
 		memcpy(out, v, strlen(v) + 1);
 		return true;
 	}

@@ -14,7 +14,7 @@
 #include "store.h"
 #include "validate.h"
 
-/* {name} path segment as an id (1..2^53). */
+/* {name} path segment as an id (1..2^53 - 1). */
 bool api_path_id(struct request *req, struct response *res, const char *name, int64_t *out);
 /* Query integer in [min, max]; def when absent. */
 bool api_query_int(struct request *req, struct response *res, const char *name,
@@ -31,7 +31,7 @@ struct api_page {
 	json_t *items;
 };
 
-/* limit (1..500, default 50) and after (0..2^53, default 0). */
+/* limit (1..500, default 50) and after (0..2^53 - 1, default 0). */
 bool api_list_params(struct request *req, struct response *res, int64_t *after, int64_t *limit);
 /* Steps s (bound to return up to limit + 1 rows) and appends row(s) for each.
  * Returns HR_OK or the step's error. For use inside a store_read callback. */

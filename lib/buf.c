@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 void buf_init(struct buf *b, size_t max)
@@ -12,7 +13,8 @@ void buf_init(struct buf *b, size_t max)
 	b->data = NULL;
 	b->len = 0;
 	b->cap = 0;
-	b->max = max;
+	/* Room for max + 1 bytes (the NUL) must not wrap. */
+	b->max = max < SIZE_MAX / 2 ? max : SIZE_MAX / 2;
 }
 
 void buf_release(struct buf *b)
@@ -90,8 +92,6 @@ char *buf_detach(struct buf *b, size_t *len)
 {
 	char *p;
 
-	if(!b->data && buf_reserve(b, 0))
-		return NULL;
 	if(!b->data) {
 		b->data = malloc(1);
 		if(!b->data)

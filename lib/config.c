@@ -62,5 +62,9 @@ int config_url(const char *name, const char *def, char *out, size_t outlen,
 	memcpy(out, v, len + 1);
 	while(len > 7 && out[len - 1] == '/')
 		out[--len] = '\0';
+	if(len <= 7) {
+		snprintf(err, errlen, "%s=\"%.60s\" has no host", name, v);
+		return -1;
+	}
 	return 0;
 }

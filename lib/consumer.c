@@ -152,6 +152,7 @@ struct batch_arg {
 	json_t *items;
 	int64_t after;       /* position the batch was fetched after */
 	int64_t last;        /* out: position reached */
+	bool moved;          /* out: another instance had moved the position */
 	int applied, parked;
 };
 
@@ -169,8 +170,10 @@ static int apply_batch_fn(struct db *db, void *arg)
 
 	if(rc)
 		return rc;
-	if(stored != ba->after)
-		return HR_ERR_CONFLICT; /* another instance applied these already */
+	if(stored != ba->after) {
+		ba->moved = true; /* another instance applied these already */
+		return HR_ERR_CONFLICT;
+	}
 	ba->last = ba->after;
 	json_array_foreach(ba->items, i, item) {
 		char reason[REASON_MAX] = "";
@@ -283,7 +286,7 @@ static int consumer_round(struct consumer *c)
 		return HR_OK;
 	}
 	json_decref(ba.items);
-	if(rc == HR_ERR_CONFLICT && store_read(c->store, load_position_fn, &pa) == HR_OK) {
+	if(ba.moved && store_read(c->store, load_position_fn, &pa) == HR_OK) {
 		/* Someone else moved the position: continue from theirs. */
 		atomic_store(&c->position, pa.position);
 		return HR_OK;

@@ -33,7 +33,7 @@ enum hr_err {
 const char *hr_err_name(int err);
 
 /* Contract limits shared by services and tests (docs/api.md). */
-#define HR_MAX_ID            9007199254740992LL /* 2^53: ids survive JSON doubles */
+#define HR_MAX_ID            9007199254740991LL /* 2^53 - 1: every id survives a JSON double exactly */
 #define HR_LIST_DEFAULT      50
 #define HR_LIST_MAX          500
 

@@ -32,6 +32,14 @@ static struct metric *metrics_new(const char *name, const char *labels,
 	struct metric *m = NULL;
 
 	pthread_mutex_lock(&registry_lock);
+	for(size_t i = 0; i < registry_len; i++) {
+		struct metric *r = &registry[i];
+		if(strcmp(r->name, name) == 0 &&
+		   (r->labels == labels || (r->labels && labels && strcmp(r->labels, labels) == 0))) {
+			pthread_mutex_unlock(&registry_lock);
+			return r;
+		}
+	}
 	if(registry_len < METRICS_MAX) {
 		m = &registry[registry_len++];
 		m->name = name;
@@ -84,6 +92,18 @@ int metrics_add_collector(metrics_collector fn, void *ctx)
 	}
 	pthread_mutex_unlock(&registry_lock);
 	return rc;
+}
+
+void metrics_remove_collector(metrics_collector fn, void *ctx)
+{
+	pthread_mutex_lock(&registry_lock);
+	for(size_t i = 0; i < collectors_len; i++) {
+		if(collectors[i].fn == fn && collectors[i].ctx == ctx) {
+			collectors[i] = collectors[--collectors_len];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&registry_lock);
 }
 
 void metrics_render(struct buf *out)

@@ -15,6 +15,7 @@ struct metric;
 
 /* Registers a counter or gauge named name with optional labels ("a=\"b\"" or
  * NULL) and help text; all strings must outlive the process (literals).
+ * Registering the same name and labels again returns the same metric.
  * Returns the metric, or NULL when the registry is full. Thread-safe. */
 struct metric *metrics_counter(const char *name, const char *labels, const char *help);
 struct metric *metrics_gauge(const char *name, const char *labels, const char *help);
@@ -26,7 +27,10 @@ int64_t metric_get(const struct metric *m);
 
 /* A collector appends Prometheus lines for its own series to out. */
 typedef void (*metrics_collector)(struct buf *out, void *ctx);
+/* Returns 0, or -1 when the collector table is full. */
 int metrics_add_collector(metrics_collector fn, void *ctx);
+/* Removes a collector added with the same fn and ctx (before ctx is freed). */
+void metrics_remove_collector(metrics_collector fn, void *ctx);
 
 /* Renders every metric and collector into out. */
 void metrics_render(struct buf *out);

@@ -46,7 +46,13 @@ struct route {
 	_Atomic uint64_t duration_us;
 };
 
-enum phase { PHASE_READ, PHASE_WORK, PHASE_READY, PHASE_SENT };
+/* READ: collecting the body; DISCARD: the body passed max_body, the rest is
+ * dropped and 413 goes out at its end (libmicrohttpd 0.9.75 refuses an answer
+ * mid-upload); WORK: with a worker; READY: answer made; SENT: queued. */
+enum phase { PHASE_READ, PHASE_DISCARD, PHASE_WORK, PHASE_READY, PHASE_SENT };
+
+/* A client that keeps sending this much past max_body is cut off unanswered. */
+#define DISCARD_MAX (4 * 1024 * 1024)
 
 struct request {
 	struct server *srv;
@@ -58,6 +64,7 @@ struct request {
 	struct buf body;
 	enum phase phase;
 	bool seen_first;
+	size_t discarded;                /* body bytes dropped in PHASE_DISCARD */
 	struct route *route;
 	int nparams;
 	const char *param_names[MAX_PARAMS];  /* into route->pattern, not NUL-ended at '}' */
@@ -537,8 +544,8 @@ static bool inflight_reserve(struct server *srv)
 	ok = srv->inflight < srv->opt.max_inflight && !srv->stopping;
 	if(ok)
 		srv->inflight++;
-	pthread_mutex_unlock(&srv->lock);
 	metric_set(srv->m_inflight, srv->inflight);
+	pthread_mutex_unlock(&srv->lock);
 	return ok;
 }
 
@@ -620,6 +627,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 	case PHASE_SENT:
 		*upload_data_size = 0; /* discard what follows an early answer */
 		return MHD_YES;
+	case PHASE_DISCARD:
+		if(!*upload_data_size) {
+			body_too_big(req);
+			return answer_now(req);
+		}
+		req->discarded += *upload_data_size;
+		*upload_data_size = 0;
+		return req->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
 	case PHASE_READ:
 		break;
 	}
@@ -627,9 +642,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 		return first_call(req, conn, method);
 	if(*upload_data_size) {
 		if(buf_append(&req->body, upload_data, *upload_data_size)) {
-			*upload_data_size = 0;
-			body_too_big(req);
-			return answer_now(req);
+			req->phase = PHASE_DISCARD;
+			buf_release(&req->body);
 		}
 		*upload_data_size = 0;
 		return MHD_YES;
@@ -708,6 +722,7 @@ static void *worker_main(void *arg)
 
 		pthread_mutex_lock(&srv->lock);
 		srv->inflight--;
+		metric_set(srv->m_inflight, srv->inflight);
 		if(srv->inflight == 0)
 			pthread_cond_broadcast(&srv->idle_cond);
 		pthread_mutex_unlock(&srv->lock);
@@ -857,6 +872,7 @@ void server_free(struct server *srv)
 {
 	if(!srv)
 		return;
+	metrics_remove_collector(server_collect, srv);
 	pthread_mutex_lock(&srv->lock);
 	srv->stopping = true;
 	pthread_cond_broadcast(&srv->work_cond);

@@ -13,18 +13,18 @@
 #include <string.h>
 
 #define STMT_CACHE 64
-#define MAX_USED   64
 
 struct db_stmt {
 	const char *sql;        /* the key: address of the caller's SQL text */
 	sqlite3_stmt *stmt;
+	bool used;              /* handed out in the current callback (listed in db->used) */
 };
 
 struct db {
 	sqlite3 *conn;
 	struct db_stmt cache[STMT_CACHE];
 	int ncache;
-	struct db_stmt *used[MAX_USED];   /* handed out during the current callback */
+	struct db_stmt *used[STMT_CACHE]; /* handed out during the current callback, once each */
 	int nused;
 	struct db *next_free;             /* reader pool link */
 };
@@ -120,8 +120,10 @@ struct db_stmt *db_prepare(struct db *db, const char *sql)
 		}
 		if(db->ncache < STMT_CACHE) {
 			s = &db->cache[db->ncache++];
+			s->used = false;
 		} else {
-			/* Should not happen: services use far fewer statements. */
+			/* Should not happen: services use far fewer statements. The
+			 * evicted slot may be in use: it is reset with the new one. */
 			s = &db->cache[STMT_CACHE - 1];
 			sqlite3_finalize(s->stmt);
 		}
@@ -130,16 +132,20 @@ struct db_stmt *db_prepare(struct db *db, const char *sql)
 	}
 	sqlite3_reset(s->stmt);
 	sqlite3_clear_bindings(s->stmt);
-	if(db->nused < MAX_USED)
+	if(!s->used) {
+		s->used = true;
 		db->used[db->nused++] = s;
+	}
 	return s;
 }
 
 /* Resets everything a callback used, so no statement holds a lock or a snapshot. */
 static void db_release_used(struct db *db)
 {
-	for(int i = 0; i < db->nused; i++)
+	for(int i = 0; i < db->nused; i++) {
 		sqlite3_reset(db->used[i]->stmt);
+		db->used[i]->used = false;
+	}
 	db->nused = 0;
 }
 

@@ -7,6 +7,46 @@
 #include <stdio.h>
 #include <string.h>
 
+/* An integral real within the exact range as a new integer; NULL otherwise. */
+static json_t *exact_integer(json_t *v)
+{
+	double d;
+
+	if(!json_is_real(v))
+		return NULL;
+	d = json_real_value(v);
+	if(d != floor(d) || d < -(double)HR_MAX_ID || d > (double)HR_MAX_ID)
+		return NULL;
+	return json_integer((json_int_t)d);
+}
+
+/* Turns integral reals back into integers, recursively (jansson limits depth). */
+static void normalize_ints(json_t *v)
+{
+	const char *key;
+	json_t *item, *as_int;
+	size_t i;
+	void *tmp;
+
+	if(json_is_object(v)) {
+		json_object_foreach_safe(v, tmp, key, item) {
+			as_int = exact_integer(item);
+			if(as_int)
+				json_object_set_new(v, key, as_int);
+			else
+				normalize_ints(item);
+		}
+	} else if(json_is_array(v)) {
+		json_array_foreach(v, i, item) {
+			as_int = exact_integer(item);
+			if(as_int)
+				json_array_set_new(v, i, as_int);
+			else
+				normalize_ints(item);
+		}
+	}
+}
+
 int validate_parse(const char *body, size_t len, json_t **out, char *msg, size_t msglen)
 {
 	json_error_t jerr;
@@ -27,6 +67,7 @@ int validate_parse(const char *body, size_t len, json_t **out, char *msg, size_t
 		snprintf(msg, msglen, "body must be a JSON object");
 		return HR_ERR_INVALID;
 	}
+	normalize_ints(root);
 	*out = root;
 	return HR_OK;
 }
@@ -162,6 +203,10 @@ bool validate_id(const char *text, int64_t *out)
 
 bool check_customer_id(const char *s)
 {
+	size_t n = strlen(s);
+
+	if(n == 0 || n > 64)
+		return false;
 	for(; *s; s++) {
 		char c = *s;
 		if(!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

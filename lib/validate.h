@@ -6,7 +6,9 @@
  * message that names the field. Numbers are decoded as doubles first so a huge
  * literal (1e30, 99999999999999999999) is "out of range" rather than a parser
  * error; an integer field must hold an integral value within its bounds, and
- * bounds never exceed 2^53, where doubles are still exact.
+ * bounds stay below 2^53, where doubles are still exact. Integral reals are
+ * turned back into integers after parsing, so a value stored or passed on
+ * (a corrected dead letter) keeps its integer form.
  */
 #ifndef HEARTY_VALIDATE_H
 #define HEARTY_VALIDATE_H
@@ -47,7 +49,7 @@ int validate_members(json_t *obj, const struct field *fields, size_t n, char *ms
  * validated source (events): true when present, integral and in [min, max]. */
 bool validate_int_member(json_t *obj, const char *name, int64_t min, int64_t max, int64_t *out);
 
-/* Parses a decimal id ("1".."2^53") from a path or query. */
+/* Parses a decimal id ("1".."2^53 - 1") from a path or query. */
 bool validate_id(const char *text, int64_t *out);
 
 /* String rules of the contract. */
