@@ -343,23 +343,28 @@ static bool method_matches(const struct route *r, const char *method)
 	return r->method[0] == '*' || strcmp(r->method, method) == 0;
 }
 
-/* Finds the route for req. On no match, fills a 404 or 405 answer and returns NULL. */
+/* Finds the route for req. Exact routes come first: a path one of them knows
+ * answers 405 for another method even when a prefix route would take it (the
+ * gateway's catch-all must not swallow POST /healthz). On no match, fills a
+ * 404 or 405 answer and returns NULL. */
 static struct route *route_find(struct server *srv, struct request *req)
 {
 	char allow[64] = "";
 	bool path_known = false;
 
-	for(int i = 0; i < srv->nroutes; i++) {
-		struct route *r = &srv->routes[i];
-		if(!route_match(r, req->path, req))
-			continue;
-		if(method_matches(r, req->method))
-			return r;
-		path_known = true;
-		if(!strstr(allow, r->method) && strlen(allow) + strlen(r->method) + 3 < sizeof(allow)) {
-			if(allow[0])
-				strcat(allow, ", ");
-			strcat(allow, r->method);
+	for(int pass = 0; pass < 2 && !path_known; pass++) {
+		for(int i = 0; i < srv->nroutes; i++) {
+			struct route *r = &srv->routes[i];
+			if(((r->flags & ROUTE_PREFIX) != 0) != (pass == 1) || !route_match(r, req->path, req))
+				continue;
+			if(method_matches(r, req->method))
+				return r;
+			path_known = true;
+			if(!strstr(allow, r->method) && strlen(allow) + strlen(r->method) + 3 < sizeof(allow)) {
+				if(allow[0])
+					strcat(allow, ", ");
+				strcat(allow, r->method);
+			}
 		}
 	}
 	if(path_known) {

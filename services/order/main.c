@@ -1,7 +1,8 @@
 /*
  * order - orders. Placing one calls payment synchronously; cancelling one
  * cancels its payment synchronously. An Idempotency-Key makes a retried POST
- * return the first answer instead of placing a second order.
+ * return the first answer instead of placing a second order. The payment
+ * feed settles what a lost answer left open (settle.c).
  */
 #include "hearty.h"
 #include "order.h"
@@ -17,12 +18,14 @@ static const char *const migrations[] = {
 	" idem_key TEXT UNIQUE, idem_hash TEXT, lease_until INTEGER, resp_status INTEGER,"
 	" resp_body TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
 	"CREATE INDEX orders_customer ON orders(customer_id, id);",
+	CONSUMER_SCHEMA,
 	NULL,
 };
 
 static int order_setup(struct service *svc, char *err, size_t errlen)
 {
 	struct order_svc *o = calloc(1, sizeof(*o));
+	struct consumer_options co = { .feed = "payment", .metric_labels = "feed=\"payment\"" };
 	int64_t connect_ms, timeout_ms;
 
 	if(!o)
@@ -32,23 +35,48 @@ static int order_setup(struct service *svc, char *err, size_t errlen)
 	if(config_url("PAYMENT_URL", "http://127.0.0.1:8082", o->payment_url, sizeof(o->payment_url),
 		      err, errlen) ||
 	   config_int("CONNECT_TIMEOUT_MS", 500, 1, 60000, &connect_ms, err, errlen) ||
-	   config_int("PAYMENT_TIMEOUT_MS", 3000, 1, 600000, &timeout_ms, err, errlen))
+	   config_int("PAYMENT_TIMEOUT_MS", 3000, 1, 600000, &timeout_ms, err, errlen) ||
+	   consumer_options_from_env(&co, err, errlen))
 		return -1;
 	o->connect_timeout_ms = connect_ms;
 	o->payment_timeout_ms = timeout_ms;
-	return orders_routes(svc->srv, o);
+	if(orders_routes(svc->srv, o))
+		return -1;
+	co.base_url = o->payment_url;
+	co.handler = orders_on_payment_event;
+	co.ctx = o;
+	o->payments = consumer_start(svc->store, &co, err, errlen);
+	if(!o->payments)
+		return -1;
+	o->dead = dead_letters_new(svc->srv, svc->store, &o->payments, 1);
+	return o->dead ? 0 : -1;
+}
+
+static void order_stop(struct service *svc)
+{
+	struct order_svc *o = svc->state;
+
+	if(!o)
+		return;
+	consumer_stop(o->payments);
+	o->payments = NULL;
 }
 
 static void order_release(struct service *svc)
 {
-	free(svc->state);
+	struct order_svc *o = svc->state;
+
+	if(o)
+		dead_letters_free(o->dead);
+	free(o);
 }
 
 int main(void)
 {
 	static const struct service_def def = {
 		.name = "order", .default_port = 8081, .db_file = "order.db",
-		.migrations = migrations, .setup = order_setup, .release = order_release,
+		.migrations = migrations, .setup = order_setup, .stop = order_stop,
+		.release = order_release,
 	};
 	return service_run(&def);
 }

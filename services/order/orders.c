@@ -21,20 +21,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ORDER_COLS "id, customer_id, item, qty, price, amount, status, pay_id, mileage_points," \
-	" mileage_status, created_at, updated_at"
 #define IDEM_KEY_MAX 128
 
-struct order {
-	int64_t id, qty, price, amount, pay_id, points;
-	char customer_id[72];
-	char item[404];            /* 100 characters of up to 4 bytes */
-	char status[24];
-	char mileage_status[16];   /* "" when the payment did not get that far */
-	char created_at[32], updated_at[32];
-};
-
-static void order_from_row(struct order *o, struct db_stmt *s)
+void order_from_row(struct order *o, struct db_stmt *s)
 {
 	o->id = db_col_int(s, 0);
 	snprintf(o->customer_id, sizeof(o->customer_id), "%s", db_col_text(s, 1));
@@ -50,7 +39,7 @@ static void order_from_row(struct order *o, struct db_stmt *s)
 	snprintf(o->updated_at, sizeof(o->updated_at), "%s", db_col_text(s, 11));
 }
 
-static json_t *order_json(const struct order *o)
+json_t *order_json(const struct order *o)
 {
 	json_t *j = json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:s}", "orderId", (json_int_t)o->id,
 			      "customerId", o->customer_id, "item", o->item, "qty", (json_int_t)o->qty,
@@ -235,13 +224,16 @@ struct finishing {
 	const char *key;
 	int status;            /* the HTTP answer, stored for replays */
 	const char *body;
+	bool superseded;       /* the order had moved on: f->o now holds it as it is */
 };
 
 static int place_finish_fn(struct db *db, void *arg)
 {
 	static const char sql[] = "UPDATE orders SET status = ?, pay_id = ?, mileage_points = ?,"
 				  " mileage_status = ?, lease_until = NULL, resp_status = ?, resp_body = ?,"
-				  " updated_at = ? WHERE id = ? AND status = 'PENDING'";
+				  " updated_at = ? WHERE id = ? AND (status = 'PENDING'"
+				  " OR (status = 'PAID' AND pay_id = ?))";
+	static const char sql_get[] = "SELECT " ORDER_COLS " FROM orders WHERE id = ?";
 	struct finishing *f = arg;
 	struct db_stmt *s = db_prepare(db, sql);
 
@@ -260,9 +252,22 @@ static int place_finish_fn(struct db *db, void *arg)
 	}
 	db_bind_text(s, 7, f->o->updated_at);
 	db_bind_int(s, 8, f->o->id);
+	if(f->o->pay_id)
+		db_bind_int(s, 9, f->o->pay_id);
 	if(db_step(s) != DB_DONE)
 		return HR_ERR_STORE;
-	return db_changes(db) == 1 ? HR_OK : HR_ERR_CONFLICT;
+	if(db_changes(db) == 1)
+		return HR_OK;
+	/* The payment feed settled it first (and perhaps it was cancelled since). */
+	s = db_prepare(db, sql_get);
+	if(!s)
+		return HR_ERR_STORE;
+	db_bind_int(s, 1, f->o->id);
+	if(db_step(s) != DB_ROW)
+		return HR_ERR_STORE;
+	order_from_row(f->o, s);
+	f->superseded = true;
+	return HR_OK;
 }
 
 /* Builds the answer for a settled order, records it with the order, answers. */
@@ -293,6 +298,11 @@ static void place_settle(struct placing *pl, enum pay_outcome po, struct respons
 		response_unavailable(res, 1, "order %lld could not be recorded; retry with the same"
 				     " Idempotency-Key", (long long)pl->o.id);
 		response_release(&answer);
+		return;
+	}
+	if(f.superseded) {
+		response_release(&answer);
+		response_json(res, 201, order_json(&pl->o));
 		return;
 	}
 	*res = answer;
