@@ -383,7 +383,7 @@ def run(args, workdir, figures):
     try:
         t0 = time.monotonic()
         try:
-            system.start()
+            system.start(one_by_one=True)
         except Exception as e:  # noqa: BLE001
             raise BenchError("the system did not start: %s: %s" % (type(e).__name__, e))
         print("system started in %.2f s (bin %s)" % (time.monotonic() - t0, args.bin_dir))
