@@ -359,6 +359,13 @@ class System:
             p.wait()
             raise RuntimeError("%s did not exit within %s s of SIGTERM" % (name, timeout))
 
+    def forget(self, name):
+        """The test has checked how this (ended) process stopped: close() skips it."""
+        p = self.procs.pop(name, None)
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+
     def kill(self, name):
         """SIGKILL and wait; returns the exit status."""
         p = self.procs.get(name)
@@ -396,7 +403,11 @@ class System:
 
     def close(self):
         """Stop everything (SIGTERM, SIGKILL after 5 s); remove the temp folder we made
-        unless $KEEP_TMP is set."""
+        unless $KEEP_TMP is set.
+
+        Raises RuntimeError when a service did not end cleanly: an exit status
+        other than 0 after SIGTERM (a leak report under AddressSanitizer, a crash,
+        a hang), or a death by any signal but the SIGKILL a test sends."""
         if self.closed:
             return
         self.closed = True
@@ -407,18 +418,27 @@ class System:
                 if name in self.frozen:
                     p.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 5
-        for p in live:
+        hung = []
+        for name, p in self.procs.items():
+            if p not in live:
+                continue
             try:
                 p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                hung.append("%s did not stop within 5 s of SIGTERM\n%s" % (name, self.log_tail(name, 30)))
                 p.kill()
                 p.wait()
         for log in self.logs.values():
             log.close()
+        unclean = hung + ["%s exited with %s\n%s" % (name, p.returncode, self.log_tail(name, 30))
+                          for name, p in self.procs.items()
+                          if p.returncode not in (0, -signal.SIGKILL)]
         if os.environ.get("KEEP_TMP"):
             sys.stderr.write("harness: kept %s\n" % self.tmp)
         elif self.own_tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if unclean:
+            raise RuntimeError("services did not stop cleanly:\n" + "\n".join(unclean))
 
     def __enter__(self):
         try:

@@ -37,6 +37,7 @@ class Config(HeartyTestCase):
                     s.kill(name)
                     self.fail("%s with %s=%r did not exit" % (name, var, value))
                 self.assertEqual(rc, 2, "%s with %s=%r: exit status" % (name, var, value))
+                s.forget(name)
                 with open(s.log_path(name)) as f:
                     lines = [l for l in f.read().splitlines() if var in l and not l.startswith("--- harness")]
                 self.assertTrue(lines, "%s with %s=%r: no log line names the variable\n%s"
