@@ -88,29 +88,26 @@ static struct curl_slist *build_headers(const struct client_call *call)
 	return list;
 }
 
+/* Sorts a failed transfer by what the callee may have seen. The final error
+ * code is no guide to that: when a reused keep-alive connection answers
+ * nothing, libcurl sends the request again on a new connection, so a request
+ * that was delivered (and perhaps processed) can end in "couldn't connect".
+ * What counts is whether any request bytes went out during the transfer. */
 static int classify(CURLcode cc, CURL *easy, struct client_result *res)
 {
+	long sent = 0;
+
 	snprintf(res->error, sizeof(res->error), "%s", curl_easy_strerror(cc));
-	switch(cc) {
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_URL_MALFORMAT:
-		return HR_ERR_CONNECT;
-	case CURLE_OPERATION_TIMEDOUT: {
-		/* A timeout before the connection was up means nothing was sent. */
-		curl_off_t connected = 0;
-		curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connected);
-		return connected > 0 ? HR_ERR_TIMEOUT : HR_ERR_CONNECT;
-	}
-	case CURLE_ABORTED_BY_CALLBACK:
+	curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &sent);
+	if(cc == CURLE_ABORTED_BY_CALLBACK)
 		return HR_ERR_STOPPED;
-	case CURLE_WRITE_ERROR:
+	if(cc == CURLE_WRITE_ERROR) {
 		snprintf(res->error, sizeof(res->error), "response larger than allowed");
 		return HR_ERR_UPSTREAM;
-	default:
-		/* Reset connections, empty replies: the request may have arrived. */
-		return HR_ERR_UPSTREAM;
 	}
+	if(sent == 0)
+		return HR_ERR_CONNECT;
+	return cc == CURLE_OPERATION_TIMEDOUT ? HR_ERR_TIMEOUT : HR_ERR_UPSTREAM;
 }
 
 int client_call(const struct client_call *call, struct client_result *res)

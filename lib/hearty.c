@@ -9,6 +9,7 @@ const char *hr_err_name(int err)
 	static const char *const names[] = {
 		"ok", "invalid", "not_found", "conflict", "nomem", "store",
 		"connect", "timeout", "upstream", "rejected", "transient", "stopped",
+		"open", "bulkhead", "deadline",
 	};
 	if(err < 0 || (size_t)err >= HR_ARRAY_LEN(names))
 		return "unknown";

@@ -27,6 +27,9 @@ enum hr_err {
 	HR_ERR_REJECTED,         /* an event a handler refuses for good: park it */
 	HR_ERR_TRANSIENT,        /* try again later */
 	HR_ERR_STOPPED,          /* the component is shutting down */
+	HR_ERR_OPEN,             /* a dependency's circuit is open: not sent */
+	HR_ERR_BULKHEAD,         /* too many calls to a dependency in flight: not sent */
+	HR_ERR_DEADLINE,         /* the caller's deadline passed: not sent, or given up */
 };
 
 /* Returns a static name for an error code, for logs. */

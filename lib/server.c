@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_ROUTES   48
@@ -72,6 +73,7 @@ struct request {
 	char param_vals[MAX_PARAMS][PARAM_MAX];
 	char rid[65];
 	int64_t start_us;
+	int64_t deadline_us;             /* from Request-Deadline-Ms; 0 when none */
 	struct response res;
 	struct request *next;            /* work queue link */
 };
@@ -532,11 +534,57 @@ static void body_too_big(struct request *req)
 		       req->srv->opt.max_body);
 }
 
-/* Runs a request's handler with the request id set for logs and calls. */
+static __thread int64_t current_deadline_us;
+
+int64_t server_request_deadline_us(void)
+{
+	return current_deadline_us;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* Applies injected faults. Returns true when the request was aborted. */
+static bool inject_faults(struct request *req)
+{
+	const struct server_faults *f = &req->srv->opt.faults;
+	uint32_t roll = 0;
+
+	if(f->delay_ms)
+		sleep_ms(f->delay_ms);
+	if(!f->abort_percent)
+		return false;
+	if(getrandom(&roll, sizeof(roll), 0) != sizeof(roll))
+		roll = (uint32_t)hr_mono_us();
+	if((int)(roll % 100) >= f->abort_percent)
+		return false;
+	response_error(&req->res, f->abort_status, "fault_injected", "fault injected (FAULT_ABORT_PERCENT)");
+	if(f->abort_status == 503)
+		response_header(&req->res, "Retry-After", "1");
+	return true;
+}
+
+/* Runs a request's handler with the request id and deadline set for logs and
+ * calls. Work for a caller that has already given up is not started. */
 static void request_run(struct request *req)
 {
+	bool probe = req->route->flags & ROUTE_INLINE;
+
 	log_set_request_id(req->rid);
-	req->route->fn(req, &req->res, req->route->ctx);
+	current_deadline_us = req->deadline_us;
+	if(!probe && inject_faults(req)) {
+		/* aborted by the fault filter */
+	} else if(!probe && req->deadline_us && hr_mono_us() >= req->deadline_us) {
+		response_error(&req->res, 503, "deadline_exceeded",
+			       "the caller's deadline passed before the work started");
+		response_header(&req->res, "Retry-After", "1");
+	} else {
+		req->route->fn(req, &req->res, req->route->ctx);
+	}
+	current_deadline_us = 0;
 	log_set_request_id(NULL);
 	request_finish(req);
 }
@@ -598,18 +646,27 @@ static enum MHD_Result dispatch(struct request *req)
 	return MHD_YES;
 }
 
-/* Headers are in: take the caller's request id and refuse a body announced too big. */
+/* Headers are in: take the caller's request id and deadline, and refuse a
+ * body announced too big. */
 static enum MHD_Result first_call(struct request *req, struct MHD_Connection *conn, const char *method)
 {
 	const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
 	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	int64_t announced;
+	const char *deadline = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Request-Deadline-Ms");
+	int64_t announced, ms;
 
 	req->seen_first = true;
 	req->conn = conn;
 	req->method = method;
 	if(given && rid_valid(given))
 		snprintf(req->rid, sizeof(req->rid), "%s", given);
+	if(deadline && parse_int64(deadline, 0, 3600000, &ms)) {
+		response_error(&req->res, 400, "invalid_argument",
+			       "Request-Deadline-Ms must be an integer from 0 to 3600000");
+		return answer_now(req);
+	}
+	if(deadline)
+		req->deadline_us = req->start_us + ms * 1000;
 	if(cl && (parse_int64(cl, 0, INT64_MAX, &announced) || (uint64_t)announced > req->srv->opt.max_body)) {
 		body_too_big(req);
 		return answer_now(req);
@@ -741,7 +798,7 @@ static void *worker_main(void *arg)
 
 int server_options_from_env(struct server_options *opt, int default_port, char *err, size_t errlen)
 {
-	int64_t port, threads, workers, inflight, conns, body, idle;
+	int64_t port, threads, workers, inflight, conns, body, idle, delay, percent, status;
 
 	if(config_int("PORT", default_port, 1, 65535, &port, err, errlen) ||
 	   config_int("HTTP_THREADS", 2, 1, 64, &threads, err, errlen) ||
@@ -749,8 +806,14 @@ int server_options_from_env(struct server_options *opt, int default_port, char *
 	   config_int("MAX_INFLIGHT", 1024, 1, 1000000, &inflight, err, errlen) ||
 	   config_int("MAX_CONNECTIONS", 4096, 16, 1000000, &conns, err, errlen) ||
 	   config_int("MAX_BODY_BYTES", 65536, 1024, 64 * 1024 * 1024, &body, err, errlen) ||
-	   config_int("IDLE_TIMEOUT_S", 60, 1, 3600, &idle, err, errlen))
+	   config_int("IDLE_TIMEOUT_S", 60, 1, 3600, &idle, err, errlen) ||
+	   config_int("FAULT_DELAY_MS", 0, 0, 600000, &delay, err, errlen) ||
+	   config_int("FAULT_ABORT_PERCENT", 0, 0, 100, &percent, err, errlen) ||
+	   config_int("FAULT_ABORT_STATUS", 503, 400, 599, &status, err, errlen))
 		return -1;
+	opt->faults.delay_ms = (int)delay;
+	opt->faults.abort_percent = (int)percent;
+	opt->faults.abort_status = (int)status;
 	opt->bind_addr = config_str("BIND_ADDR", "127.0.0.1");
 	opt->port = (int)port;
 	opt->http_threads = (int)threads;

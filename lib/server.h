@@ -73,6 +73,20 @@ int request_query(const struct request *req, const char *name, char *out, size_t
 void request_headers_each(const struct request *req,
 			  void (*fn)(const char *name, const char *value, void *arg), void *arg);
 
+/* The current request's deadline on this thread, as hr_mono_us() time, from
+ * its Request-Deadline-Ms header; 0 when it has none (or outside a handler).
+ * Outbound calls never wait past it (dependency.h). */
+int64_t server_request_deadline_us(void);
+
+/* Fault injection, like a service mesh's fault filter: every request to a
+ * non-probe route is delayed by delay_ms, then aborted with abort_status in
+ * abort_percent of cases. Off (zeros) by default; for tests and demos. */
+struct server_faults {
+	int delay_ms;
+	int abort_percent;
+	int abort_status;
+};
+
 struct server_options {
 	const char *bind_addr;   /* numeric IPv4 or IPv6 address */
 	int port;
@@ -82,9 +96,11 @@ struct server_options {
 	int max_connections;
 	size_t max_body;
 	int idle_timeout_s;      /* keep-alive connections idle this long are closed */
+	struct server_faults faults;
 };
 
-/* Reads the common server settings from the environment (docs/configuration.md).
+/* Reads the common server settings from the environment (README, Configuration;
+ * FAULT_DELAY_MS, FAULT_ABORT_PERCENT, FAULT_ABORT_STATUS for faults).
  * Returns 0, or -1 with err naming the bad variable. */
 int server_options_from_env(struct server_options *opt, int default_port, char *err, size_t errlen);
 

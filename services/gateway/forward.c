@@ -6,7 +6,7 @@
  */
 #include "hearty.h"
 #include "gateway.h"
-#include "client.h"
+#include "dependency.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -21,7 +21,7 @@ static bool hop_by_hop(const char *name)
 	static const char *const names[] = {
 		"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "TE", "Trailer",
 		"Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Expect", "X-Request-Id", "Date",
-		"Content-Type", "Server",
+		"Content-Type", "Server", "Request-Deadline-Ms",
 	};
 	for(size_t i = 0; i < HR_ARRAY_LEN(names); i++)
 		if(strcasecmp(name, names[i]) == 0)
@@ -100,10 +100,15 @@ static void content_type_of(const struct buf *raw, char *out, size_t outlen)
 }
 
 static void answer_upstream_failure(struct response *res, int rc, const struct gateway_route *r,
-				    const char *error)
+				    const struct dependency_result *dr)
 {
+	const char *error = dr->res.error[0] ? dr->res.error : hr_err_name(rc);
+
 	log_event(LOG_WARN, "upstream failed", json_pack("{s:s,s:s}", "upstream", r->upstream, "error", error));
-	if(rc == HR_ERR_TIMEOUT)
+	if(rc == HR_ERR_OPEN || rc == HR_ERR_BULKHEAD)
+		response_unavailable(res, dr->retry_after_s, "upstream for %s is unavailable (%s); retry later",
+				     r->prefix, rc == HR_ERR_OPEN ? "circuit open" : "too many requests in flight");
+	else if(rc == HR_ERR_TIMEOUT || rc == HR_ERR_DEADLINE)
 		response_error(res, 504, "gateway_timeout", "upstream for %s did not answer in time",
 			       r->prefix);
 	else
@@ -111,13 +116,20 @@ static void answer_upstream_failure(struct response *res, int rc, const struct g
 			       error);
 }
 
+/* Repeating is safe for reads and for writes that carry an idempotency key. */
+static bool safe_to_repeat(struct request *req)
+{
+	const char *m = request_method(req);
+	return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0 || strcmp(m, "OPTIONS") == 0 ||
+	       request_header(req, "Idempotency-Key") != NULL;
+}
+
 void gateway_forward(struct request *req, struct response *res, void *ctx)
 {
-	struct gateway *gw = ctx;
-	const struct gateway_route *r = routes_match(gw, request_path(req));
+	const struct gateway_route *r = routes_match(ctx, request_path(req));
 	struct header_list hl = { .n = 0 };
 	struct client_call call = { 0 };
-	struct client_result cr;
+	struct dependency_result dr;
 	char url[4096 + 300], ctype[64];
 	size_t body_len, len;
 	char *body;
@@ -134,20 +146,17 @@ void gateway_forward(struct request *req, struct response *res, void *ctx)
 	call.body = request_body(req, &body_len);
 	call.body_len = body_len;
 	call.headers = (const char *const *)hl.lines;
-	call.connect_timeout_ms = gw->connect_timeout_ms;
-	call.timeout_ms = gw->upstream_timeout_ms;
 	call.max_response = RESPONSE_MAX;
-	call.want_headers = true;
-	rc = client_call(&call, &cr);
+	rc = dependency_call(r->dep, &call, safe_to_repeat(req), &dr);
 	for(int i = 0; i < hl.n; i++)
 		free(hl.lines[i]);
 	if(rc) {
-		answer_upstream_failure(res, rc, r, cr.error);
+		answer_upstream_failure(res, rc, r, &dr);
 	} else {
-		content_type_of(&cr.headers, ctype, sizeof(ctype));
-		body = buf_detach(&cr.body, &len);
-		response_body(res, cr.status, ctype, body, len);
-		copy_response_headers(res, &cr.headers);
+		content_type_of(&dr.res.headers, ctype, sizeof(ctype));
+		body = buf_detach(&dr.res.body, &len);
+		response_body(res, dr.status, ctype, body, len);
+		copy_response_headers(res, &dr.res.headers);
 	}
-	client_result_release(&cr);
+	dependency_result_release(&dr);
 }

@@ -2,6 +2,7 @@
 #ifndef HEARTY_GATEWAY_H
 #define HEARTY_GATEWAY_H
 
+#include "dependency.h"
 #include "server.h"
 
 #define GATEWAY_MAX_ROUTES 64
@@ -10,17 +11,19 @@ struct gateway_route {
 	char prefix[128];          /* "/orders" */
 	size_t prefix_len;
 	char upstream[256];        /* "http://127.0.0.1:8081" */
+	struct dependency *dep;    /* breaker, bulkhead and budget for this upstream */
 };
 
 struct gateway {
 	struct gateway_route routes[GATEWAY_MAX_ROUTES];
 	int nroutes;
-	long connect_timeout_ms;
-	long upstream_timeout_ms;
 };
 
-/* Loads the routes file. Returns 0, or -1 with err naming the file and line. */
-int routes_load(struct gateway *gw, const char *path, char *err, size_t errlen);
+/* Loads the routes file and gives each route its dependency (cfg). Returns 0,
+ * or -1 with err naming the file and line. */
+int routes_load(struct gateway *gw, const char *path, const struct dependency_config *cfg,
+		char *err, size_t errlen);
+void routes_free(struct gateway *gw);
 /* The route for a path: longest prefix on a segment boundary; NULL if none. */
 const struct gateway_route *routes_match(const struct gateway *gw, const char *path);
 

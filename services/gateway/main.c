@@ -15,18 +15,19 @@
 static int gateway_setup(struct service *svc, char *err, size_t errlen)
 {
 	struct gateway *gw = calloc(1, sizeof(*gw));
-	int64_t connect_ms, timeout_ms;
+	struct dependency_config dc;
 	const char *path = config_str("ROUTES_FILE", "deploy/routes.conf");
 
 	if(!gw)
 		return -1;
 	svc->state = gw;
-	if(config_int("CONNECT_TIMEOUT_MS", 500, 1, 60000, &connect_ms, err, errlen) ||
-	   config_int("UPSTREAM_TIMEOUT_MS", 10000, 1, 600000, &timeout_ms, err, errlen) ||
-	   routes_load(gw, path, err, errlen))
+	if(dependency_config_from_env("UPSTREAM", 10000, &dc, err, errlen))
 		return -1;
-	gw->connect_timeout_ms = connect_ms;
-	gw->upstream_timeout_ms = timeout_ms;
+	/* An upstream's 503 is its own fallback (its breaker, its shedding): the
+	 * gateway passes it on and does not open a circuit over it. */
+	dc.ignore_503 = true;
+	if(routes_load(gw, path, &dc, err, errlen))
+		return -1;
 	log_event(LOG_INFO, "routes loaded", json_pack("{s:s,s:i}", "file", path, "routes", gw->nroutes));
 	/* After /healthz, /readyz and /metrics: everything else is forwarded. */
 	return server_route(svc->srv, "*", "/", gateway_forward, gw, ROUTE_PREFIX | ROUTE_ANY_BODY);
@@ -34,7 +35,11 @@ static int gateway_setup(struct service *svc, char *err, size_t errlen)
 
 static void gateway_release(struct service *svc)
 {
-	free(svc->state);
+	struct gateway *gw = svc->state;
+
+	if(gw)
+		routes_free(gw);
+	free(gw);
 }
 
 int main(void)

@@ -30,7 +30,15 @@ static int route_parse(char *line, struct gateway_route *r)
 	return 0;
 }
 
-int routes_load(struct gateway *gw, const char *path, char *err, size_t errlen)
+/* Gives r its dependency, named after its prefix ("/orders" -> "orders"). */
+static int route_dependency(struct gateway_route *r, const struct dependency_config *cfg)
+{
+	r->dep = dependency_new(r->prefix_len > 1 ? r->prefix + 1 : "root", r->upstream, cfg);
+	return r->dep ? 0 : -1;
+}
+
+int routes_load(struct gateway *gw, const char *path, const struct dependency_config *cfg,
+		char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	char line[512];
@@ -49,7 +57,8 @@ int routes_load(struct gateway *gw, const char *path, char *err, size_t errlen)
 		line[strcspn(line, "\r\n")] = '\0';
 		if(line[strspn(line, " \t")] == '\0')
 			continue;
-		if(gw->nroutes >= GATEWAY_MAX_ROUTES || route_parse(line, &gw->routes[gw->nroutes])) {
+		if(gw->nroutes >= GATEWAY_MAX_ROUTES || route_parse(line, &gw->routes[gw->nroutes]) ||
+		   route_dependency(&gw->routes[gw->nroutes], cfg)) {
 			snprintf(err, errlen, "%s:%d: expected \"<prefix starting with /> <http:// URL>\""
 				 " (at most %d routes)", path, lineno, GATEWAY_MAX_ROUTES);
 			rc = -1;
@@ -63,6 +72,15 @@ int routes_load(struct gateway *gw, const char *path, char *err, size_t errlen)
 		rc = -1;
 	}
 	return rc;
+}
+
+void routes_free(struct gateway *gw)
+{
+	for(int i = 0; i < GATEWAY_MAX_ROUTES; i++) {
+		dependency_free(gw->routes[i].dep);
+		gw->routes[i].dep = NULL;
+	}
+	gw->nroutes = 0;
 }
 
 const struct gateway_route *routes_match(const struct gateway *gw, const char *path)

@@ -26,23 +26,28 @@ static int order_setup(struct service *svc, char *err, size_t errlen)
 {
 	struct order_svc *o = calloc(1, sizeof(*o));
 	struct consumer_options co = { .feed = "payment", .metric_labels = "feed=\"payment\"" };
-	int64_t connect_ms, timeout_ms;
+	struct dependency_config dc;
+	char payment_url[512];
+	int64_t interval;
 
 	if(!o)
 		return -1;
 	svc->state = o;
 	o->store = svc->store;
-	if(config_url("PAYMENT_URL", "http://127.0.0.1:8082", o->payment_url, sizeof(o->payment_url),
-		      err, errlen) ||
-	   config_int("CONNECT_TIMEOUT_MS", 500, 1, 60000, &connect_ms, err, errlen) ||
-	   config_int("PAYMENT_TIMEOUT_MS", 3000, 1, 600000, &timeout_ms, err, errlen) ||
+	if(config_url("PAYMENT_URL", "http://127.0.0.1:8082", payment_url, sizeof(payment_url), err, errlen) ||
+	   dependency_config_from_env("PAYMENT", 3000, &dc, err, errlen) ||
+	   config_int("RECONCILE_INTERVAL_MS", 1000, 10, 600000, &interval, err, errlen) ||
 	   consumer_options_from_env(&co, err, errlen))
 		return -1;
-	o->connect_timeout_ms = connect_ms;
-	o->payment_timeout_ms = timeout_ms;
-	if(orders_routes(svc->srv, o))
+	/* A request holds its order for the whole payment call, and a little more. */
+	o->lease_ms = dc.timeout_ms + 1000;
+	o->payment = dependency_new("payment", payment_url, &dc);
+	if(!o->payment || orders_routes(svc->srv, o))
 		return -1;
-	co.base_url = o->payment_url;
+	o->reconciler = reconciler_start(o, (int)interval, err, errlen);
+	if(!o->reconciler)
+		return -1;
+	co.base_url = payment_url;
 	co.handler = orders_on_payment_event;
 	co.ctx = o;
 	o->payments = consumer_start(svc->store, &co, err, errlen);
@@ -60,14 +65,18 @@ static void order_stop(struct service *svc)
 		return;
 	consumer_stop(o->payments);
 	o->payments = NULL;
+	reconciler_stop(o->reconciler);
+	o->reconciler = NULL;
 }
 
 static void order_release(struct service *svc)
 {
 	struct order_svc *o = svc->state;
 
-	if(o)
+	if(o) {
 		dead_letters_free(o->dead);
+		dependency_free(o->payment);
+	}
 	free(o);
 }
 

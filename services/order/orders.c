@@ -14,7 +14,7 @@
 #include "hearty.h"
 #include "order.h"
 #include "api.h"
-#include "client.h"
+#include "dependency.h"
 #include "events.h"
 #include "log.h"
 
@@ -152,8 +152,9 @@ static int place_begin_fn(struct db *db, void *arg)
 	db_bind_int(s, 5, pl->o.amount);
 	db_bind_text(s, 6, pl->key);
 	db_bind_text(s, 7, pl->key ? pl->hash : NULL);
-	if(pl->key)
-		db_bind_int(s, 8, hr_now_ms() + pl->lease_ms);
+	/* Every order has a lease: once it runs out with the order still PENDING,
+	 * the reconciler knows no request works on it any more. */
+	db_bind_int(s, 8, hr_now_ms() + pl->lease_ms);
 	db_bind_text(s, 9, pl->o.created_at);
 	db_bind_text(s, 10, pl->o.updated_at);
 	rc = db_step(s);
@@ -189,31 +190,34 @@ static enum pay_outcome pay_answer(json_t *answer, struct order *o)
 	return PAY_APPROVED;
 }
 
-static enum pay_outcome call_payment(struct order_svc *svc, struct order *o)
+/* Calls payment. *retry_after_s says how long a refused caller should wait. */
+static enum pay_outcome call_payment(struct order_svc *svc, struct order *o, int *retry_after_s)
 {
-	char url[600], err[128];
+	struct dependency_result dr;
 	json_t *body, *answer = NULL;
-	int status = 0, rc;
 	enum pay_outcome out;
+	int rc;
 
-	snprintf(url, sizeof(url), "%s/pays", svc->payment_url);
 	body = json_pack("{s:I,s:s,s:I}", "orderId", (json_int_t)o->id, "customerId", o->customer_id,
 			 "amount", (json_int_t)o->amount);
-	rc = client_post_json(url, body, svc->connect_timeout_ms, svc->payment_timeout_ms, &status,
-			      &answer, err, sizeof(err));
+	/* One payment per orderId: repeating the call never charges twice. */
+	rc = dependency_post_json(svc->payment, "/pays", body, true, &dr, &answer);
 	json_decref(body);
-	if(rc == HR_ERR_CONNECT || (rc == HR_OK && status == 503))
-		out = PAY_UNREACHABLE;        /* not delivered, or refused before any work */
-	else if(rc == HR_OK && (status == 200 || status == 201))
+	if(rc == HR_OK && (dr.status == 200 || dr.status == 201))
 		out = pay_answer(answer, o);
-	else if(rc == HR_OK && status >= 400 && status < 500)
+	else if(rc == HR_OK && dr.status >= 400 && dr.status < 500)
 		out = PAY_REFUSED;
-	else
+	else if(dr.maybe_delivered)
 		out = PAY_UNKNOWN;            /* it may have been charged */
+	else
+		out = PAY_UNREACHABLE;        /* not sent, or refused (503) before any work */
+	*retry_after_s = dr.retry_after_s > 0 ? dr.retry_after_s : 1;
 	if(out != PAY_APPROVED)
-		log_event(LOG_WARN, "payment call failed", json_pack("{s:I,s:i,s:s}", "orderId",
-			  (json_int_t)o->id, "status", status, "error", rc ? err : "refused"));
+		log_event(LOG_WARN, "payment call failed", json_pack("{s:I,s:i,s:s,s:i}", "orderId",
+			  (json_int_t)o->id, "status", dr.status, "error", rc ? hr_err_name(rc) : "refused",
+			  "attempts", dr.attempts));
 	json_decref(answer);
+	dependency_result_release(&dr);
 	return out;
 }
 
@@ -271,7 +275,7 @@ static int place_finish_fn(struct db *db, void *arg)
 }
 
 /* Builds the answer for a settled order, records it with the order, answers. */
-static void place_settle(struct placing *pl, enum pay_outcome po, struct response *res)
+static void place_settle(struct placing *pl, enum pay_outcome po, int retry_after_s, struct response *res)
 {
 	struct response answer = { 0 };
 	struct finishing f = { .o = &pl->o, .key = pl->key };
@@ -284,8 +288,7 @@ static void place_settle(struct placing *pl, enum pay_outcome po, struct respons
 	} else {
 		snprintf(pl->o.status, sizeof(pl->o.status), "PAYMENT_FAILED");
 		if(po == PAY_UNREACHABLE)
-			response_unavailable(&answer, 1, "payment is unavailable; order %lld was not paid,"
-					     " place it again later", (long long)pl->o.id);
+			order_failed_answer(&answer, pl->o.id, retry_after_s);
 		else
 			response_error(&answer, 502, "payment_rejected", "payment refused order %lld",
 				       (long long)pl->o.id);
@@ -375,9 +378,9 @@ static void orders_create(struct request *req, struct response *res, void *ctx)
 {
 	struct placing pl = { .svc = ctx };
 	enum pay_outcome po;
-	int rc;
+	int rc, retry_after_s = 1;
 
-	pl.lease_ms = pl.svc->payment_timeout_ms + pl.svc->connect_timeout_ms + 1000;
+	pl.lease_ms = pl.svc->lease_ms;
 	if(!place_parse(req, res, &pl))
 		return;
 	rc = store_write(pl.svc->store, place_begin_fn, &pl);
@@ -386,12 +389,12 @@ static void orders_create(struct request *req, struct response *res, void *ctx)
 	} else if(pl.outcome != PLACE_NEW && pl.outcome != PLACE_RESUME) {
 		place_answer_known(&pl, res);
 	} else {
-		po = call_payment(pl.svc, &pl.o);
+		po = call_payment(pl.svc, &pl.o, &retry_after_s);
 		if(po == PAY_UNKNOWN)
 			response_unavailable(res, 1, "payment for order %lld did not answer in time; its"
-					     " outcome is not known yet", (long long)pl.o.id);
+					     " outcome is not known yet and will be settled", (long long)pl.o.id);
 		else
-			place_settle(&pl, po, res);
+			place_settle(&pl, po, retry_after_s, res);
 	}
 	free(pl.replay_body);
 }
@@ -501,29 +504,28 @@ static int order_cancel_fn(struct db *db, void *arg)
 static bool cancel_payment(struct order_svc *svc, const struct order *o, struct response *res)
 {
 	struct client_call call = { 0 };
-	struct client_result cr;
+	struct dependency_result dr;
 	char url[600];
 	int rc;
 
-	snprintf(url, sizeof(url), "%s/pays/%lld/cancel", svc->payment_url, (long long)o->pay_id);
+	snprintf(url, sizeof(url), "%s/pays/%lld/cancel", dependency_url(svc->payment), (long long)o->pay_id);
 	call.method = "POST";
 	call.url = url;
-	call.connect_timeout_ms = svc->connect_timeout_ms;
-	call.timeout_ms = svc->payment_timeout_ms;
-	rc = client_call(&call, &cr);
-	if(rc == HR_OK && cr.status == 200) {
-		client_result_release(&cr);
+	/* Cancelling twice is harmless: safe to repeat. */
+	rc = dependency_call(svc->payment, &call, true, &dr);
+	if(rc == HR_OK && dr.status == 200) {
+		dependency_result_release(&dr);
 		return true;
 	}
 	log_event(LOG_WARN, "payment cancel failed", json_pack("{s:I,s:i,s:s}", "orderId", (json_int_t)o->id,
-		  "status", cr.status, "error", rc ? cr.error : "refused"));
-	if(rc == HR_OK && cr.status >= 400 && cr.status < 500)
+		  "status", dr.status, "error", rc ? hr_err_name(rc) : "refused"));
+	if(rc == HR_OK && dr.status >= 400 && dr.status < 500)
 		response_error(res, 502, "payment_rejected", "payment refused to cancel payment %lld (%d)",
-			       (long long)o->pay_id, cr.status);
+			       (long long)o->pay_id, dr.status);
 	else
-		response_unavailable(res, 1, "payment is unavailable; order %lld is still PAID, cancel"
-				     " it again later", (long long)o->id);
-	client_result_release(&cr);
+		response_unavailable(res, dr.retry_after_s, "payment is unavailable; order %lld is still"
+				     " PAID, cancel it again later", (long long)o->id);
+	dependency_result_release(&dr);
 	return false;
 }
 

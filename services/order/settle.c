@@ -107,3 +107,43 @@ int orders_on_payment_event(struct db *db, const struct event *ev, char *reason,
 		return HR_ERR_REJECTED;
 	return approved ? settle_paid(db, &pe, reason, rlen) : settle_cancelled(db, &pe);
 }
+
+int order_settle_payment(struct db *db, const struct pay_event *pe, const char *pay_status,
+			 char *reason, size_t rlen)
+{
+	int rc = settle_paid(db, pe, reason, rlen);
+
+	if(rc == HR_OK && strcmp(pay_status, "CANCELLED") == 0)
+		rc = settle_cancelled(db, pe);
+	return rc;
+}
+
+void order_failed_answer(struct response *res, int64_t order_id, int retry_after_s)
+{
+	response_unavailable(res, retry_after_s, "payment is unavailable; order %lld was not paid,"
+			     " place it again later", (long long)order_id);
+}
+
+int order_settle_void(struct db *db, int64_t order_id)
+{
+	static const char sql[] = "UPDATE orders SET status = 'PAYMENT_FAILED', lease_until = NULL,"
+				  " resp_status = CASE WHEN idem_key IS NULL THEN NULL ELSE ? END,"
+				  " resp_body = CASE WHEN idem_key IS NULL THEN NULL ELSE ? END,"
+				  " updated_at = ? WHERE id = ? AND status = 'PENDING'";
+	struct response answer = { 0 };
+	struct db_stmt *s = db_prepare(db, sql);
+	char ts[32];
+	int rc;
+
+	if(!s)
+		return HR_ERR_STORE;
+	order_failed_answer(&answer, order_id, 1);
+	hr_time_iso(hr_now_ms(), ts, sizeof(ts));
+	db_bind_int(s, 1, answer.status);
+	db_bind_text(s, 2, answer.body);
+	db_bind_text(s, 3, ts);
+	db_bind_int(s, 4, order_id);
+	rc = db_step(s) == DB_DONE ? HR_OK : HR_ERR_STORE;
+	response_release(&answer);
+	return rc;
+}

@@ -15,25 +15,26 @@ static const char *const migrations[] = {
 	" order_id INTEGER NOT NULL UNIQUE, customer_id TEXT NOT NULL, amount INTEGER NOT NULL,"
 	" status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);"
 	OUTBOX_SCHEMA,
+	/* status VOIDED: order gave up on this orderId (pays.c, pays_void); no event. */
 	NULL,
 };
 
 static int payment_setup(struct service *svc, char *err, size_t errlen)
 {
 	struct payment *p = calloc(1, sizeof(*p));
-	int64_t connect_ms, timeout_ms;
+	struct dependency_config dc;
+	char mileage_url[512];
 
 	if(!p)
 		return -1;
 	svc->state = p;
 	p->store = svc->store;
-	if(config_url("MILEAGE_URL", "http://127.0.0.1:8083", p->mileage_url, sizeof(p->mileage_url),
-		      err, errlen) ||
-	   config_int("CONNECT_TIMEOUT_MS", 500, 1, 60000, &connect_ms, err, errlen) ||
-	   config_int("MILEAGE_TIMEOUT_MS", 1000, 1, 600000, &timeout_ms, err, errlen))
+	if(config_url("MILEAGE_URL", "http://127.0.0.1:8083", mileage_url, sizeof(mileage_url), err, errlen) ||
+	   dependency_config_from_env("MILEAGE", 1000, &dc, err, errlen))
 		return -1;
-	p->connect_timeout_ms = connect_ms;
-	p->mileage_timeout_ms = timeout_ms;
+	p->mileage = dependency_new("mileage", mileage_url, &dc);
+	if(!p->mileage)
+		return -1;
 	p->feed = outbox_feed_new(svc->store, svc->srv, "/payment");
 	if(!p->feed || pays_routes(svc->srv, p))
 		return -1;
@@ -50,8 +51,10 @@ static void payment_stop(struct service *svc)
 static void payment_release(struct service *svc)
 {
 	struct payment *p = svc->state;
-	if(p)
+	if(p) {
 		outbox_feed_free(p->feed);
+		dependency_free(p->mileage);
+	}
 	free(p);
 }
 

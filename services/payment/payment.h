@@ -2,6 +2,7 @@
 #ifndef HEARTY_PAYMENT_H
 #define HEARTY_PAYMENT_H
 
+#include "dependency.h"
 #include "outbox.h"
 #include "server.h"
 #include "store.h"
@@ -9,12 +10,11 @@
 struct payment {
 	struct store *store;
 	struct outbox_feed *feed;
-	char mileage_url[512];         /* base URL of the mileage service */
-	long connect_timeout_ms;
-	long mileage_timeout_ms;       /* the synchronous accrual's total time */
+	struct dependency *mileage;    /* the synchronous accrual: breaker, budget, retries */
 };
 
-/* Registers POST /pays, GET /pays, GET /pays/{payId}, POST /pays/{payId}/cancel. */
+/* Registers POST /pays, POST /pays/void, GET /pays, GET /pays/{payId},
+ * POST /pays/{payId}/cancel. */
 int pays_routes(struct server *srv, struct payment *p);
 
 #endif

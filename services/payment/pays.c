@@ -2,7 +2,7 @@
 #include "hearty.h"
 #include "payment.h"
 #include "api.h"
-#include "client.h"
+#include "dependency.h"
 #include "events.h"
 #include "log.h"
 
@@ -25,6 +25,7 @@ static json_t *pay_json(struct db_stmt *s)
 
 struct pay_create {
 	struct pay_event ev;   /* payId filled in by the write */
+	const char *status;    /* what a new row is: APPROVED (a charge) or VOIDED (a fence) */
 	bool created;
 	json_t *pay;           /* the payment row as JSON */
 };
@@ -33,7 +34,7 @@ static int pay_create_fn(struct db *db, void *arg)
 {
 	static const char sql_find[] = "SELECT " PAY_COLS " FROM payments WHERE order_id = ?";
 	static const char sql_insert[] = "INSERT INTO payments(order_id, customer_id, amount, status,"
-					 " created_at, updated_at) VALUES (?, ?, ?, 'APPROVED', ?, ?)";
+					 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)";
 	struct pay_create *pc = arg;
 	struct db_stmt *s = db_prepare(db, sql_find);
 	char ts[32];
@@ -60,21 +61,24 @@ static int pay_create_fn(struct db *db, void *arg)
 	db_bind_int(s, 1, pc->ev.order_id);
 	db_bind_text(s, 2, pc->ev.customer_id);
 	db_bind_int(s, 3, pc->ev.amount);
-	db_bind_text(s, 4, ts);
+	db_bind_text(s, 4, pc->status);
 	db_bind_text(s, 5, ts);
+	db_bind_text(s, 6, ts);
 	rc = db_step(s);
 	if(rc != DB_DONE)
 		return rc;
 	pc->ev.pay_id = db_last_id(db);
-	data = pay_event_data(&pc->ev);
-	rc = data ? outbox_append(db, EV_PAY_APPROVED, data) : HR_ERR_NOMEM;
-	json_decref(data);
-	if(rc)
-		return rc;
+	if(strcmp(pc->status, "APPROVED") == 0) {
+		data = pay_event_data(&pc->ev);
+		rc = data ? outbox_append(db, EV_PAY_APPROVED, data) : HR_ERR_NOMEM;
+		json_decref(data);
+		if(rc)
+			return rc;
+	}
 	pc->created = true;
 	pc->pay = json_pack("{s:I,s:I,s:s,s:I,s:s,s:s,s:s}", "payId", (json_int_t)pc->ev.pay_id,
 			    "orderId", (json_int_t)pc->ev.order_id, "customerId", pc->ev.customer_id,
-			    "amount", (json_int_t)pc->ev.amount, "status", "APPROVED",
+			    "amount", (json_int_t)pc->ev.amount, "status", pc->status,
 			    "createdAt", ts, "updatedAt", ts);
 	return pc->pay ? HR_OK : HR_ERR_NOMEM;
 }
@@ -83,16 +87,15 @@ static int pay_create_fn(struct db *db, void *arg)
  * the PayApproved event already in the outbox will deliver the points. */
 static json_t *accrue_now(struct payment *p, const struct pay_event *ev)
 {
-	char url[600];
+	struct dependency_result dr;
 	json_t *body, *answer = NULL, *out;
-	char err[128];
-	int status = 0, rc;
+	int status, rc;
 
-	snprintf(url, sizeof(url), "%s/mileages", p->mileage_url);
 	body = json_pack("{s:I,s:s,s:I}", "payId", (json_int_t)ev->pay_id, "customerId", ev->customer_id,
 			 "amount", (json_int_t)ev->amount);
-	rc = client_post_json(url, body, p->connect_timeout_ms, p->mileage_timeout_ms, &status, &answer,
-			      err, sizeof(err));
+	/* Accrual is idempotent per payId: safe to repeat. */
+	rc = dependency_post_json(p->mileage, "/mileages", body, true, &dr, &answer);
+	status = dr.status;
 	json_decref(body);
 	if(rc == HR_OK && (status == 200 || status == 201) && json_is_object(answer)) {
 		out = json_pack("{s:O,s:O}", "points", json_object_get(answer, "points"),
@@ -102,17 +105,19 @@ static json_t *accrue_now(struct payment *p, const struct pay_event *ev)
 	} else {
 		log_event(LOG_WARN, "mileage accrual deferred to the PayApproved event",
 			  json_pack("{s:I,s:i,s:s}", "payId", (json_int_t)ev->pay_id, "status", status,
-				    "error", rc ? err : "unexpected answer"));
+				    "error", rc ? hr_err_name(rc) : "unexpected answer"));
 		out = json_pack("{s:i,s:s}", "points", 0, "status", "PENDING");
 	}
 	json_decref(answer);
+	dependency_result_release(&dr);
 	return out;
 }
 
-static void pays_create(struct request *req, struct response *res, void *ctx)
+/* Parses {"orderId","customerId","amount"} and writes a payment of status,
+ * or finds the one the order already has. */
+static void pays_write(struct request *req, struct response *res, struct payment *p, const char *status)
 {
-	struct payment *p = ctx;
-	struct pay_create pc = { 0 };
+	struct pay_create pc = { .status = status };
 	json_t *root;
 	const struct field fields[] = {
 		{ "orderId", FIELD_INT, true, 1, HR_MAX_ID, NULL, &pc.ev.order_id, NULL, NULL },
@@ -130,16 +135,30 @@ static void pays_create(struct request *req, struct response *res, void *ctx)
 	} else if(rc) {
 		api_store_error(res, rc);
 	} else {
-		const char *status = json_string_value(json_object_get(pc.pay, "status"));
+		const char *now = json_string_value(json_object_get(pc.pay, "status"));
 		pc.ev.pay_id = json_integer_value(json_object_get(pc.pay, "payId"));
-		json_object_set_new(pc.pay, "mileage", strcmp(status, "APPROVED") == 0
-				    ? accrue_now(p, &pc.ev)
-				    : json_pack("{s:i,s:s}", "points", 0, "status", "CANCELLED"));
+		json_object_set_new(pc.pay, "mileage", strcmp(now, "APPROVED") == 0 ? accrue_now(p, &pc.ev)
+				    : strcmp(now, "CANCELLED") == 0
+				    ? json_pack("{s:i,s:s}", "points", 0, "status", "CANCELLED") : json_null());
 		response_json(res, pc.created ? 201 : 200, pc.pay);
 		pc.pay = NULL;
 	}
 	json_decref(pc.pay);
 	json_decref(root);
+}
+
+static void pays_create(struct request *req, struct response *res, void *ctx)
+{
+	pays_write(req, res, ctx, "APPROVED");
+}
+
+/* The order service gives up on an order whose payment outcome it could not
+ * learn: if the order has a payment, that payment is the answer; if not, a
+ * VOIDED row takes its orderId, so a request still on its way (delayed in a
+ * socket buffer, a frozen process) can never charge it later. */
+static void pays_void(struct request *req, struct response *res, void *ctx)
+{
+	pays_write(req, res, ctx, "VOIDED");
 }
 
 /* ---- reads -------------------------------------------------------------- */
@@ -237,6 +256,8 @@ static int pay_cancel_fn(struct db *db, void *arg)
 		return HR_ERR_NOMEM;
 	if(strcmp(db_col_text(s, 4), "CANCELLED") == 0)
 		return HR_OK; /* repeating a cancel is harmless: no second event */
+	if(strcmp(db_col_text(s, 4), "APPROVED") != 0)
+		return HR_ERR_CONFLICT; /* VOIDED: nothing was charged, nothing to cancel */
 	ev.pay_id = pr->id;
 	ev.order_id = db_col_int(s, 1);
 	ev.amount = db_col_int(s, 3);
@@ -269,6 +290,9 @@ static void pays_cancel(struct request *req, struct response *res, void *ctx)
 	rc = store_write(p->store, pay_cancel_fn, &pr);
 	if(rc == HR_ERR_NOT_FOUND) {
 		response_error(res, 404, "not_found", "no payment %lld", (long long)pr.id);
+	} else if(rc == HR_ERR_CONFLICT) {
+		response_error(res, 409, "conflict", "payment %lld was voided; there is nothing to cancel",
+			       (long long)pr.id);
 	} else if(rc) {
 		api_store_error(res, rc);
 	} else {
@@ -281,6 +305,7 @@ static void pays_cancel(struct request *req, struct response *res, void *ctx)
 int pays_routes(struct server *srv, struct payment *p)
 {
 	return server_route(srv, "POST", "/pays", pays_create, p, 0) ||
+	       server_route(srv, "POST", "/pays/void", pays_void, p, 0) ||
 	       server_route(srv, "GET", "/pays", pays_list, p, 0) ||
 	       server_route(srv, "GET", "/pays/{payId}", pays_get, p, 0) ||
 	       server_route(srv, "POST", "/pays/{payId}/cancel", pays_cancel, p, 0) ? -1 : 0;

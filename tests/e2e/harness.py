@@ -564,7 +564,8 @@ class System:
                 per_order = {}
                 for r in rows:
                     per_order.setdefault(r["order_id"], []).append(r["id"])
-                    if r["status"] not in ("APPROVED", "CANCELLED"):
+                    # VOIDED: order gave up on the orderId; nothing was charged.
+                    if r["status"] not in ("APPROVED", "CANCELLED", "VOIDED"):
                         v.append("payment %d has unknown status %r" % (r["id"], r["status"]))
                 for oid, ids in per_order.items():
                     if len(ids) > 1:
@@ -645,8 +646,14 @@ class System:
                     if p is None or p["status"] != "CANCELLED":
                         v.append("order %d CANCELLED but its payment is %s"
                                  % (o["id"], p and "%d %s" % (p["id"], p["status"])))
-                elif o["status"] not in ("PENDING", "PAYMENT_FAILED"):
+                elif o["status"] == "PAYMENT_FAILED":
+                    if p is not None and p["status"] != "VOIDED":
+                        v.append("order %d PAYMENT_FAILED but it was charged: payment %d %s"
+                                 % (o["id"], p["id"], p["status"]))
+                elif o["status"] != "PENDING":
                     v.append("order %d has unknown status %r" % (o["id"], o["status"]))
+                if p is not None and p["status"] == "VOIDED" and o["status"] != "PAYMENT_FAILED":
+                    v.append("order %d is %s but its payment %d was VOIDED" % (o["id"], o["status"], p["id"]))
         # view <-> payments and ledger
         if view and "mileage-view" in have:
             rows = read("mileage-view", "SELECT pay_id, order_id, customer_id, amount, points,"
@@ -659,6 +666,11 @@ class System:
         if views is not None and pays is not None:
             for pid, p in pays.items():
                 w = views.get(pid)
+                if p["status"] == "VOIDED":
+                    # no event, no view row: nothing was charged
+                    if w is not None:
+                        v.append("view: row for VOIDED payment %d" % pid)
+                    continue
                 if w is None:
                     v.append("view: no row for payment %d (%s)" % (pid, p["status"]))
                     continue
