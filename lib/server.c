@@ -583,6 +583,8 @@ static void request_run(struct request *req)
 		response_header(&req->res, "Retry-After", "1");
 	} else {
 		req->route->fn(req, &req->res, req->route->ctx);
+		if(req->srv->opt.faults.response_delay_ms)
+			sleep_ms(req->srv->opt.faults.response_delay_ms);
 	}
 	current_deadline_us = 0;
 	log_set_request_id(NULL);
@@ -798,7 +800,7 @@ static void *worker_main(void *arg)
 
 int server_options_from_env(struct server_options *opt, int default_port, char *err, size_t errlen)
 {
-	int64_t port, threads, workers, inflight, conns, body, idle, delay, percent, status;
+	int64_t port, threads, workers, inflight, conns, body, idle, delay, percent, status, late;
 
 	if(config_int("PORT", default_port, 1, 65535, &port, err, errlen) ||
 	   config_int("HTTP_THREADS", 2, 1, 64, &threads, err, errlen) ||
@@ -809,8 +811,10 @@ int server_options_from_env(struct server_options *opt, int default_port, char *
 	   config_int("IDLE_TIMEOUT_S", 60, 1, 3600, &idle, err, errlen) ||
 	   config_int("FAULT_DELAY_MS", 0, 0, 600000, &delay, err, errlen) ||
 	   config_int("FAULT_ABORT_PERCENT", 0, 0, 100, &percent, err, errlen) ||
-	   config_int("FAULT_ABORT_STATUS", 503, 400, 599, &status, err, errlen))
+	   config_int("FAULT_ABORT_STATUS", 503, 400, 599, &status, err, errlen) ||
+	   config_int("FAULT_RESPONSE_DELAY_MS", 0, 0, 600000, &late, err, errlen))
 		return -1;
+	opt->faults.response_delay_ms = (int)late;
 	opt->faults.delay_ms = (int)delay;
 	opt->faults.abort_percent = (int)percent;
 	opt->faults.abort_status = (int)status;

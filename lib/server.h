@@ -79,12 +79,15 @@ void request_headers_each(const struct request *req,
 int64_t server_request_deadline_us(void);
 
 /* Fault injection, like a service mesh's fault filter: every request to a
- * non-probe route is delayed by delay_ms, then aborted with abort_status in
- * abort_percent of cases. Off (zeros) by default; for tests and demos. */
+ * non-probe route is delayed by delay_ms before any work, then aborted with
+ * abort_status in abort_percent of cases; response_delay_ms holds the answer
+ * back after the work is done (a lost or late answer). Off (zeros) by
+ * default; for tests and demos. */
 struct server_faults {
 	int delay_ms;
 	int abort_percent;
 	int abort_status;
+	int response_delay_ms;
 };
 
 struct server_options {
@@ -100,7 +103,8 @@ struct server_options {
 };
 
 /* Reads the common server settings from the environment (README, Configuration;
- * FAULT_DELAY_MS, FAULT_ABORT_PERCENT, FAULT_ABORT_STATUS for faults).
+ * FAULT_DELAY_MS, FAULT_ABORT_PERCENT, FAULT_ABORT_STATUS and
+ * FAULT_RESPONSE_DELAY_MS for faults).
  * Returns 0, or -1 with err naming the bad variable. */
 int server_options_from_env(struct server_options *opt, int default_port, char *err, size_t errlen);
 
