@@ -136,14 +136,14 @@ static int apply_one(struct db *db, event_handler fn, void *ctx, const struct ev
 {
 	int rc;
 
-	if(db_exec(db, "SAVEPOINT event"))
+	if(db_run(db, "SAVEPOINT event"))
 		return HR_ERR_STORE;
 	rc = fn(db, ev, reason, rlen, ctx);
 	if(rc != HR_OK) {
 		db_release(db);
-		db_exec(db, "ROLLBACK TO event");
+		db_run(db, "ROLLBACK TO event");
 	}
-	db_exec(db, "RELEASE event");
+	db_run(db, "RELEASE event");
 	return rc;
 }
 

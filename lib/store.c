@@ -200,6 +200,12 @@ int db_exec(struct db *db, const char *sql)
 	return HR_ERR_STORE;
 }
 
+int db_run(struct db *db, const char *sql)
+{
+	struct db_stmt *s = db_prepare(db, sql);
+	return s && db_step(s) == DB_DONE ? HR_OK : HR_ERR_STORE;
+}
+
 int db_changes(struct db *db) { return sqlite3_changes(db->conn); }
 int64_t db_last_id(struct db *db) { return sqlite3_last_insert_rowid(db->conn); }
 
@@ -240,22 +246,23 @@ static int migrate(struct store *st, const char *const *migrations, char *err, s
 
 static void run_job(struct db *db, struct write_job *job)
 {
-	if(db_exec(db, "SAVEPOINT job")) {
+	if(db_run(db, "SAVEPOINT job")) {
 		job->rc = HR_ERR_STORE;
 		return;
 	}
 	job->rc = job->fn(db, job->arg);
 	db_release_used(db);
 	if(job->rc != HR_OK)
-		db_exec(db, "ROLLBACK TO job");
-	db_exec(db, "RELEASE job");
+		db_run(db, "ROLLBACK TO job");
+	db_run(db, "RELEASE job");
+	db_release_used(db);
 }
 
 /* Commits one batch: BEGIN, every job in its savepoint, one COMMIT. */
 static void commit_batch(struct store *st, struct write_job *batch, int count)
 {
 	struct db *db = &st->writer;
-	int rc = db_exec(db, "BEGIN IMMEDIATE");
+	int rc = db_run(db, "BEGIN IMMEDIATE");
 
 	for(struct write_job *j = batch; j; j = j->next) {
 		if(rc)
@@ -264,7 +271,8 @@ static void commit_batch(struct store *st, struct write_job *batch, int count)
 			run_job(db, j);
 	}
 	if(!rc)
-		rc = db_exec(db, "COMMIT");
+		rc = db_run(db, "COMMIT");
+	db_release_used(db);
 	if(rc) {
 		if(!sqlite3_get_autocommit(db->conn))
 			db_exec(db, "ROLLBACK");

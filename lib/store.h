@@ -76,8 +76,11 @@ bool db_col_null(struct db_stmt *s, int col);
 /* Resets every statement handed out so far in this callback (before a
  * ROLLBACK TO, so no statement is left mid-way). */
 void db_release(struct db *db);
-/* Runs SQL without results (savepoints, DDL). Returns HR_OK or HR_ERR_STORE. */
+/* Runs SQL without results (DDL, several statements). Returns HR_OK or HR_ERR_STORE. */
 int db_exec(struct db *db, const char *sql);
+/* Runs one statement without results, prepared once per connection like
+ * db_prepare (pass a literal): savepoints on hot paths. */
+int db_run(struct db *db, const char *sql);
 /* Rows changed by the last statement; rowid of the last insert. */
 int db_changes(struct db *db);
 int64_t db_last_id(struct db *db);
