@@ -170,7 +170,7 @@ static int64_t retry_delay(struct dependency *d, int rc, const struct dependency
 	/* A refused connection delivered nothing: repeating it is always safe. */
 	if(tried > d->cfg.retries || (!safe && rc != HR_ERR_CONNECT))
 		return -1;
-	if(rc == HR_OK && out->status < 500)
+	if(rc == HR_OK && (out->status < 500 || (out->status == 503 && d->cfg.ignore_503)))
 		return -1;
 	ceiling = (int64_t)d->cfg.backoff_ms << (tried - 1 < 16 ? tried - 1 : 16);
 	if(ceiling > d->cfg.backoff_max_ms)

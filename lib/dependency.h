@@ -28,8 +28,9 @@ struct dependency_config {
 	int backoff_ms;              /* <DEP>_BACKOFF_MS: first back-off ceiling (25) */
 	int backoff_max_ms;          /* <DEP>_BACKOFF_MAX_MS (1000) */
 	int retry_budget_percent;    /* <DEP>_RETRY_BUDGET_PERCENT: retries per 100 calls (20) */
-	bool ignore_503;             /* a 503 is the callee's deliberate refusal, not a failure
-				      * (the gateway: its upstreams answer 503 by design) */
+	bool ignore_503;             /* a 503 is the callee's deliberate refusal: not a failure,
+				      * and passed on rather than retried (the gateway: its
+				      * upstreams answer 503 by design) */
 	struct breaker_config breaker;
 };
 
