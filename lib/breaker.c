@@ -204,6 +204,19 @@ enum breaker_state breaker_state(struct breaker *b)
 	return s;
 }
 
+int64_t breaker_short_circuit_ms(struct breaker *b)
+{
+	int64_t left = 0, now = b->clock();
+
+	pthread_mutex_lock(&b->lock);
+	if(b->state == BREAKER_OPEN)
+		left = b->cfg.open_ms - (now - b->opened_at);
+	if(left > 0)
+		b->counts.short_circuits++;
+	pthread_mutex_unlock(&b->lock);
+	return left > 0 ? left : 0;
+}
+
 void breaker_counts(struct breaker *b, struct breaker_counts *out)
 {
 	pthread_mutex_lock(&b->lock);

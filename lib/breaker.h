@@ -71,6 +71,12 @@ enum breaker_permit breaker_allow(struct breaker *b, struct breaker_ticket *tick
 void breaker_record(struct breaker *b, const struct breaker_ticket *ticket, enum breaker_outcome outcome);
 
 enum breaker_state breaker_state(struct breaker *b);
+/* Would a call be short-circuited now? If the breaker is open, counts one
+ * short-circuited call and returns the milliseconds until it probes;
+ * otherwise returns 0 and counts nothing (the call then goes through
+ * breaker_allow as usual). Lets a caller take its fallback before doing any
+ * work for the call. */
+int64_t breaker_short_circuit_ms(struct breaker *b);
 
 /* Counts since creation. */
 struct breaker_counts {

@@ -58,7 +58,7 @@ json_t *order_json(const struct order *o)
 
 /* ---- placing an order: the first write ---------------------------------- */
 
-enum place_outcome { PLACE_NEW, PLACE_RESUME, PLACE_REPLAY, PLACE_MISMATCH, PLACE_BUSY };
+enum place_outcome { PLACE_NEW, PLACE_RESUME, PLACE_REPLAY, PLACE_MISMATCH, PLACE_BUSY, PLACE_REFUSED };
 
 struct placing {
 	struct order_svc *svc;
@@ -66,6 +66,7 @@ struct placing {
 	const char *key;            /* Idempotency-Key, or NULL */
 	char hash[24];              /* of the request's fields */
 	int64_t lease_ms;
+	int open_for_s;             /* payment's circuit is open this long: fail at once */
 	enum place_outcome outcome;
 	int replay_status;
 	char *replay_body;          /* malloc'd */
@@ -126,12 +127,32 @@ static int place_lookup(struct db *db, struct placing *pl)
 	return HR_OK;
 }
 
+/* Stores the answer a keyed retry of a refused order replays. */
+static int place_record_refusal(struct db *db, struct placing *pl)
+{
+	static const char sql[] = "UPDATE orders SET resp_status = ?, resp_body = ? WHERE id = ?";
+	struct response answer = { 0 };
+	struct db_stmt *s = db_prepare(db, sql);
+	int rc;
+
+	if(!s)
+		return HR_ERR_STORE;
+	order_failed_answer(&answer, pl->o.id, pl->open_for_s);
+	db_bind_int(s, 1, answer.status);
+	db_bind_text(s, 2, answer.body);
+	db_bind_int(s, 3, pl->o.id);
+	rc = db_step(s) == DB_DONE ? HR_OK : HR_ERR_STORE;
+	response_release(&answer);
+	return rc;
+}
+
 static int place_begin_fn(struct db *db, void *arg)
 {
 	static const char sql[] = "INSERT INTO orders(customer_id, item, qty, price, amount, status,"
 				  " idem_key, idem_hash, lease_until, created_at, updated_at)"
-				  " VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?)";
+				  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 	struct placing *pl = arg;
+	bool refused = pl->open_for_s > 0;
 	struct db_stmt *s;
 	int rc;
 
@@ -150,20 +171,22 @@ static int place_begin_fn(struct db *db, void *arg)
 	db_bind_int(s, 3, pl->o.qty);
 	db_bind_int(s, 4, pl->o.price);
 	db_bind_int(s, 5, pl->o.amount);
-	db_bind_text(s, 6, pl->key);
-	db_bind_text(s, 7, pl->key ? pl->hash : NULL);
-	/* Every order has a lease: once it runs out with the order still PENDING,
-	 * the reconciler knows no request works on it any more. */
-	db_bind_int(s, 8, hr_now_ms() + pl->lease_ms);
-	db_bind_text(s, 9, pl->o.created_at);
-	db_bind_text(s, 10, pl->o.updated_at);
+	db_bind_text(s, 6, refused ? "PAYMENT_FAILED" : "PENDING");
+	db_bind_text(s, 7, pl->key);
+	db_bind_text(s, 8, pl->key ? pl->hash : NULL);
+	/* Every PENDING order has a lease: once it runs out with the order still
+	 * PENDING, the reconciler knows no request works on it any more. */
+	if(!refused)
+		db_bind_int(s, 9, hr_now_ms() + pl->lease_ms);
+	db_bind_text(s, 10, pl->o.created_at);
+	db_bind_text(s, 11, pl->o.updated_at);
 	rc = db_step(s);
 	if(rc != DB_DONE)
 		return rc;
 	pl->o.id = db_last_id(db);
-	snprintf(pl->o.status, sizeof(pl->o.status), "PENDING");
-	pl->outcome = PLACE_NEW;
-	return HR_OK;
+	snprintf(pl->o.status, sizeof(pl->o.status), refused ? "PAYMENT_FAILED" : "PENDING");
+	pl->outcome = refused ? PLACE_REFUSED : PLACE_NEW;
+	return refused && pl->key ? place_record_refusal(db, pl) : HR_OK;
 }
 
 /* ---- placing an order: the payment call --------------------------------- */
@@ -383,9 +406,13 @@ static void orders_create(struct request *req, struct response *res, void *ctx)
 	pl.lease_ms = pl.svc->lease_ms;
 	if(!place_parse(req, res, &pl))
 		return;
+	/* Payment's circuit is open: the fallback needs no call, and one write. */
+	pl.open_for_s = (int)((breaker_short_circuit_ms(dependency_breaker(pl.svc->payment)) + 999) / 1000);
 	rc = store_write(pl.svc->store, place_begin_fn, &pl);
 	if(rc) {
 		api_store_error(res, rc);
+	} else if(pl.outcome == PLACE_REFUSED) {
+		order_failed_answer(res, pl.o.id, pl.open_for_s);
 	} else if(pl.outcome != PLACE_NEW && pl.outcome != PLACE_RESUME) {
 		place_answer_known(&pl, res);
 	} else {
