@@ -191,10 +191,13 @@ static void sleep_ms(int64_t ms)
 	nanosleep(&ts, NULL);
 }
 
-/* The end of this call's budget: its own total, or the incoming request's deadline if sooner. */
+/* The end of this call's budget: its total counted from when the incoming
+ * request arrived (time queued for a worker included), or that request's
+ * own deadline if sooner. */
 static int64_t call_deadline_us(const struct dependency *d)
 {
-	int64_t end = hr_mono_us() + d->cfg.timeout_ms * 1000;
+	int64_t started = server_request_started_us();
+	int64_t end = (started ? started : hr_mono_us()) + d->cfg.timeout_ms * 1000;
 	int64_t incoming = server_request_deadline_us();
 
 	return incoming && incoming < end ? incoming : end;

@@ -534,11 +534,16 @@ static void body_too_big(struct request *req)
 		       req->srv->opt.max_body);
 }
 
-static __thread int64_t current_deadline_us;
+static __thread int64_t current_deadline_us, current_started_us;
 
 int64_t server_request_deadline_us(void)
 {
 	return current_deadline_us;
+}
+
+int64_t server_request_started_us(void)
+{
+	return current_started_us;
 }
 
 static void sleep_ms(int ms)
@@ -575,6 +580,7 @@ static void request_run(struct request *req)
 
 	log_set_request_id(req->rid);
 	current_deadline_us = req->deadline_us;
+	current_started_us = req->start_us;
 	if(!probe && inject_faults(req)) {
 		/* aborted by the fault filter */
 	} else if(!probe && req->deadline_us && hr_mono_us() >= req->deadline_us) {
@@ -587,6 +593,7 @@ static void request_run(struct request *req)
 			sleep_ms(req->srv->opt.faults.response_delay_ms);
 	}
 	current_deadline_us = 0;
+	current_started_us = 0;
 	log_set_request_id(NULL);
 	request_finish(req);
 }
@@ -804,7 +811,7 @@ int server_options_from_env(struct server_options *opt, int default_port, char *
 
 	if(config_int("PORT", default_port, 1, 65535, &port, err, errlen) ||
 	   config_int("HTTP_THREADS", 2, 1, 64, &threads, err, errlen) ||
-	   config_int("WORKERS", 64, 1, 1024, &workers, err, errlen) ||
+	   config_int("WORKERS", 128, 1, 1024, &workers, err, errlen) ||
 	   config_int("MAX_INFLIGHT", 1024, 1, 1000000, &inflight, err, errlen) ||
 	   config_int("MAX_CONNECTIONS", 4096, 16, 1000000, &conns, err, errlen) ||
 	   config_int("MAX_BODY_BYTES", 65536, 1024, 64 * 1024 * 1024, &body, err, errlen) ||

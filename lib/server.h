@@ -77,6 +77,10 @@ void request_headers_each(const struct request *req,
  * its Request-Deadline-Ms header; 0 when it has none (or outside a handler).
  * Outbound calls never wait past it (dependency.h). */
 int64_t server_request_deadline_us(void);
+/* When the current request on this thread arrived (hr_mono_us() time); 0
+ * outside a handler. Call budgets count from here, so time spent queued for
+ * a worker is part of them. */
+int64_t server_request_started_us(void);
 
 /* Fault injection, like a service mesh's fault filter: every request to a
  * non-probe route is delayed by delay_ms before any work, then aborted with
