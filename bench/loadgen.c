@@ -5,17 +5,28 @@
  * easy handle that is re-added to the multi handle for every request, so its
  * settings stay put and the multi handle's connection cache hands the same
  * keep-alive HTTP/1.1 connections back.  A client issues its next request as
- * soon as its previous one has finished (closed loop), until --requests have
- * been issued or --duration-max seconds have passed, whichever comes first.
+ * soon as its previous one has finished (closed loop), or after a random
+ * pause of 0..--delay-ms milliseconds when one is given (siege's -d: users
+ * who think between requests; the first request waits too, so the clients
+ * do not all start at once), until --requests have been issued or
+ * --duration-max seconds have passed, whichever comes first.  Latencies are
+ * measured from the moment a request is handed to libcurl, pauses excluded.
  *
  * Modes:
  *   order   POST /orders {"customerId":"bench-<k>","item":"toast-set","qty":1..3,
  *           "price":4500}; the orderId of every 201 answer is written to
  *           --orders-file when one is given.
  *   cancel  POST /orders/{id}/cancel for the ids of --orders-file, in order
- *           (wrapping round when --requests exceeds the ids).
+ *           (wrapping round when --requests exceeds the ids); the ids answered
+ *           2xx are written to --ok-file when one is given (once per answer).
  *   read    GET /orders/{id} and GET /mileageViews/customers/bench-<k>, half
  *           and half; only the latter when no --orders-file is given.
+ *
+ * Besides the overall latency and status counts, the report gives latency
+ * percentiles per HTTP status ("latency_by_status_ms"), how many answers of
+ * each status carried a Retry-After header ("retry_after") and how many error
+ * answers carried each error code ("error_codes", from the JSON error shape
+ * {"error":{"code":...}}): enough to tell fast refusals from slow failures.
  *
  * The result is one JSON object on stdout; diagnostics go to stderr.  Exit
  * status: 0 when the run completed (whatever the HTTP answers were), 1 on a
@@ -23,8 +34,9 @@
  *
  * Every buffer is bounded: URLs and bodies are built with snprintf into fixed
  * arrays and checked for truncation, answers are kept up to RESP_CAP bytes
- * (the rest is counted and dropped), the latency array holds at most
- * --requests entries and the id list at most MAX_IDS.
+ * (the rest is counted and dropped), the latency arrays hold at most
+ * --requests entries each, the id list at most MAX_IDS and the error codes
+ * CODES_MAX distinct ones.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -53,6 +65,8 @@
 #define STATUS_CAP 600 /* HTTP statuses 0..599 counted one by one */
 #define ERR_CAP 128    /* CURLcode values counted one by one */
 #define SAMPLES_MAX 8  /* distinct non-2xx statuses with an example */
+#define CODES_MAX 16   /* distinct error codes counted one by one */
+#define CODE_CAP 48    /* bytes of an error code kept */
 
 enum mode { MODE_ORDER, MODE_CANCEL, MODE_READ };
 
@@ -73,8 +87,11 @@ struct options {
   long customers;          /* customer ids bench-1..bench-K */
   long duration_max;       /* seconds after which nothing new is issued */
   long timeout_ms;         /* per-request total timeout */
+  long delay_ms;           /* random pause 0..delay_ms before each request */
   unsigned long long seed; /* PRNG seed for qty and customer choice */
   const char *orders_file; /* ids in (cancel, read) or out (order) */
+  const char *ok_file;     /* cancel: ids answered 2xx, out */
+  const char *latency_file; /* one "status microseconds" line per answer, out */
 };
 
 struct client {
@@ -86,6 +103,10 @@ struct client {
   size_t resp_dropped;     /* bytes beyond RESP_CAP, not kept */
   struct timespec started; /* when the request was handed to libcurl */
   enum route route;
+  long long id;            /* the order id of a cancel or GET /orders/{id}, else 0 */
+  struct timespec wake;    /* --delay-ms: when the paused client issues its next request */
+  int waiting;             /* paused until wake */
+  int retry_after;         /* the answer carried a Retry-After header */
 };
 
 struct route_stats {
@@ -98,6 +119,11 @@ struct sample {
   char text[SAMPLE_CAP + 1];
 };
 
+struct code_count {
+  char code[CODE_CAP + 1];
+  uint64_t n;
+};
+
 struct stats {
   struct route_stats routes[ROUTE_COUNT];
   uint64_t errors[ERR_CAP];   /* transport errors by CURLcode */
@@ -107,11 +133,17 @@ struct stats {
   uint64_t ids_written;       /* order mode: ids written to the file */
   uint64_t ids_unparsed;      /* order mode: 201 without a readable orderId */
   uint64_t bytes_dropped;     /* answer bytes over RESP_CAP */
+  uint64_t ids_ok_written;    /* cancel mode: ids written to --ok-file */
+  uint64_t retry_after[STATUS_CAP]; /* answers of that status with Retry-After */
   uint32_t *latency_us;       /* one per completed request */
+  uint64_t *keyed_us;         /* the same, as status << 32 | microseconds */
   size_t latency_n;
   size_t latency_cap;
   struct sample samples[SAMPLES_MAX];
   size_t samples_n;
+  struct code_count codes[CODES_MAX];
+  size_t codes_n;
+  uint64_t codes_other;       /* error codes beyond CODES_MAX distinct ones */
 };
 
 struct run {
@@ -122,8 +154,10 @@ struct run {
   const long long *ids; /* cancel/read: order ids */
   size_t ids_n;
   FILE *ids_out;        /* order mode: where 201 ids go */
+  FILE *ok_out;         /* cancel mode: where the ids of 2xx answers go */
   long issued;
   long inflight;
+  long waiting;         /* clients paused by --delay-ms */
   uint64_t rng;
   struct stats st;
 };
@@ -167,10 +201,14 @@ static void usage(FILE *out)
           "usage: hearty-loadgen --url BASE [--mode order|cancel|read]\n"
           "         [--requests N (20000)] [--concurrency C (100)] [--customers K (100)]\n"
           "         [--duration-max S (120)] [--timeout-ms MS (10000)] [--seed N (1)]\n"
-          "         [--orders-file F]\n"
+          "         [--delay-ms MS (0): random pause 0..MS before each request]\n"
+          "         [--orders-file F] [--ok-file G] [--latency-file L]\n"
           "order: POST /orders, ids of 201 answers written to F when given\n"
-          "cancel: POST /orders/{id}/cancel for the ids in F (required)\n"
-          "read: GET /orders/{id} (ids from F) and GET /mileageViews/customers/{cid}\n");
+          "cancel: POST /orders/{id}/cancel for the ids in F (required);\n"
+          "        the ids answered 2xx are written to G when given\n"
+          "read: GET /orders/{id} (ids from F) and GET /mileageViews/customers/{cid}\n"
+          "L: one line \"<status> <microseconds>\" per request, in completion order\n"
+          "   (status 0: no HTTP answer)\n");
 }
 
 /*
@@ -244,12 +282,22 @@ static int apply_option(struct options *o, const char *name, const char *val)
     rc = parse_long(name, val, 1, MAX_DURATION, &o->duration_max);
   else if(strcmp(name, "--timeout-ms") == 0)
     rc = parse_long(name, val, 1, MAX_TIMEOUT_MS, &o->timeout_ms);
+  else if(strcmp(name, "--delay-ms") == 0)
+    rc = parse_long(name, val, 0, MAX_TIMEOUT_MS, &o->delay_ms);
   else if(strcmp(name, "--seed") == 0) {
     rc = parse_long(name, val, 0, LONG_MAX, &seed);
     o->seed = (unsigned long long)seed;
   }
   else if(strcmp(name, "--orders-file") == 0) {
     o->orders_file = val;
+    rc = 0;
+  }
+  else if(strcmp(name, "--ok-file") == 0) {
+    o->ok_file = val;
+    rc = 0;
+  }
+  else if(strcmp(name, "--latency-file") == 0) {
+    o->latency_file = val;
     rc = 0;
   }
   else
@@ -291,6 +339,10 @@ static int parse_args(int argc, char **argv, struct options *o)
   }
   if(o->mode == MODE_CANCEL && !o->orders_file) {
     fprintf(stderr, "hearty-loadgen: --mode cancel needs --orders-file\n");
+    return -1;
+  }
+  if(o->ok_file && o->mode != MODE_CANCEL) {
+    fprintf(stderr, "hearty-loadgen: --ok-file goes with --mode cancel\n");
     return -1;
   }
   return 0;
@@ -433,6 +485,28 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp)
   return n;
 }
 
+/* Notes a Retry-After header (any case) among the answer's header lines. */
+static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
+{
+  struct client *c = userp;
+  size_t n = size * nitems;
+  static const char name[] = "retry-after:";
+  size_t i;
+
+  if(n >= sizeof(name) - 1) {
+    for(i = 0; i < sizeof(name) - 1; i++) {
+      char ch = data[i];
+      if(ch >= 'A' && ch <= 'Z')
+        ch = (char)(ch - 'A' + 'a');
+      if(ch != name[i])
+        break;
+    }
+    if(i == sizeof(name) - 1)
+      c->retry_after = 1;
+  }
+  return n;
+}
+
 /* Sets what never changes between requests of one client.  0 or -1. */
 static int client_setup(struct run *r, struct client *c)
 {
@@ -445,6 +519,8 @@ static int client_setup(struct run *r, struct client *c)
   rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)c);
   rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)c);
+  rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)c);
   rc |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
   rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   rc |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
@@ -481,6 +557,7 @@ static int client_build(struct run *r, struct client *c, long seq)
   const char *base = r->opt->base;
   int n = 0, m = 0;
 
+  c->id = 0;
   if(r->opt->mode == MODE_ORDER) {
     long qty = (long)(rng_next(&r->rng) % 3) + 1;
     c->route = ROUTE_POST_ORDER;
@@ -495,13 +572,13 @@ static int client_build(struct run *r, struct client *c, long seq)
   }
   else if(r->opt->mode == MODE_CANCEL) {
     c->route = ROUTE_CANCEL;
-    n = snprintf(c->url, sizeof(c->url), "%s/orders/%lld/cancel", base,
-                 r->ids[(size_t)seq % r->ids_n]);
+    c->id = r->ids[(size_t)seq % r->ids_n];
+    n = snprintf(c->url, sizeof(c->url), "%s/orders/%lld/cancel", base, c->id);
   }
   else if(r->ids_n > 0 && seq % 2 == 0) {
     c->route = ROUTE_GET_ORDER;
-    n = snprintf(c->url, sizeof(c->url), "%s/orders/%lld", base,
-                 r->ids[(size_t)(seq / 2) % r->ids_n]);
+    c->id = r->ids[(size_t)(seq / 2) % r->ids_n];
+    n = snprintf(c->url, sizeof(c->url), "%s/orders/%lld", base, c->id);
   }
   else {
     c->route = ROUTE_GET_VIEW;
@@ -521,6 +598,7 @@ static int client_start(struct run *r, struct client *c)
   c->resp_len = 0;
   c->resp[0] = '\0';
   c->resp_dropped = 0;
+  c->retry_after = 0;
   c->started = now_ts();
   /* CURLOPT_URL copies the string, so set it again for each request. */
   if(curl_easy_setopt(c->easy, CURLOPT_URL, c->url) != CURLE_OK)
@@ -553,10 +631,57 @@ static void keep_sample(struct stats *st, long status, const char *text)
   st->samples_n++;
 }
 
+/*
+ * Counts the error code of an answer in the JSON error shape
+ * {"error":{"code":"<snake_case>",...}}: the first "code" member after
+ * "error".  Not a JSON parser: enough for the services' answers.
+ */
+static void count_code(struct stats *st, const char *text)
+{
+  const char *p = strstr(text, "\"error\"");
+  char code[CODE_CAP + 1];
+  size_t n = 0, i;
+
+  if(!p || !(p = strstr(p, "\"code\"")))
+    return;
+  p += strlen("\"code\"");
+  while(*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+    p++;
+  if(*p++ != ':')
+    return;
+  while(*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+    p++;
+  if(*p++ != '"')
+    return;
+  while(p[n] && p[n] != '"' && p[n] != '\\' && n < CODE_CAP)
+    n++;
+  if(p[n] != '"' || n == 0)
+    return;
+  memcpy(code, p, n);
+  code[n] = '\0';
+  for(i = 0; i < st->codes_n; i++) {
+    if(strcmp(st->codes[i].code, code) == 0) {
+      st->codes[i].n++;
+      return;
+    }
+  }
+  if(st->codes_n >= CODES_MAX) {
+    st->codes_other++;
+    return;
+  }
+  memcpy(st->codes[st->codes_n].code, code, n + 1);
+  st->codes[st->codes_n].n = 1;
+  st->codes_n++;
+}
+
 static void record_ids(struct run *r, struct client *c, long status)
 {
   long long id;
 
+  if(r->ok_out && c->route == ROUTE_CANCEL && status >= 200 && status < 300) {
+    fprintf(r->ok_out, "%lld\n", c->id);
+    r->st.ids_ok_written++;
+  }
   if(r->opt->mode != MODE_ORDER || status != 201 || !r->ids_out)
     return;
   id = find_order_id(c->resp);
@@ -575,9 +700,14 @@ static void client_finish(struct run *r, struct client *c, CURLcode result)
   struct timespec t = now_ts();
   double us = elapsed_s(&c->started, &t) * 1e6;
   long status = 0, conns = 0;
+  uint32_t lat = us >= 4e9 ? UINT32_MAX : (uint32_t)us;
+  size_t slot = st->latency_n;
 
-  if(st->latency_n < st->latency_cap)
-    st->latency_us[st->latency_n++] = us >= 4e9 ? UINT32_MAX : (uint32_t)us;
+  if(slot < st->latency_cap) {
+    st->latency_us[slot] = lat;
+    st->keyed_us[slot] = (uint64_t)lat; /* status 0 (transport error) until known */
+    st->latency_n++;
+  }
   curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &conns);
   st->new_connections += (uint64_t)(conns > 0 ? conns : 0);
   st->bytes_dropped += c->resp_dropped;
@@ -591,11 +721,18 @@ static void client_finish(struct run *r, struct client *c, CURLcode result)
     return;
   }
   curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-  if(status > 0 && status < STATUS_CAP)
+  if(status > 0 && status < STATUS_CAP) {
     st->routes[c->route].status[status]++;
+    if(c->retry_after)
+      st->retry_after[status]++;
+    if(slot < st->latency_cap)
+      st->keyed_us[slot] = ((uint64_t)status << 32) | lat;
+  }
   else
     st->routes[c->route].status_other++;
   keep_sample(st, status, c->resp);
+  if(status < 200 || status >= 300)
+    count_code(st, c->resp);
   record_ids(r, c, status);
 }
 
@@ -609,6 +746,54 @@ static int may_issue(const struct run *r, const struct timespec *t0)
     return 0;
   t = now_ts();
   return elapsed_s(t0, &t) < (double)r->opt->duration_max;
+}
+
+/* Starts c's next request now, or pauses it for 0..--delay-ms first. */
+static void client_next(struct run *r, struct client *c, const struct timespec *t0)
+{
+  if(r->opt->delay_ms > 0) {
+    long ms = (long)(rng_next(&r->rng) % (uint64_t)(r->opt->delay_ms + 1));
+    struct timespec t = now_ts();
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (ms % 1000) * 1000000L;
+    if(t.tv_nsec >= 1000000000L) {
+      t.tv_sec++;
+      t.tv_nsec -= 1000000000L;
+    }
+    c->wake = t;
+    c->waiting = 1;
+    r->waiting++;
+    return;
+  }
+  if(may_issue(r, t0) && client_start(r, c))
+    fprintf(stderr, "hearty-loadgen: could not issue a request\n");
+}
+
+/*
+ * Issues the requests of the paused clients whose pause is over.  Returns
+ * the milliseconds until the next one is due (at most 100).
+ */
+static long wake_clients(struct run *r, const struct timespec *t0)
+{
+  struct timespec t = now_ts();
+  long i, next = 100;
+
+  for(i = 0; i < r->opt->concurrency && r->waiting > 0; i++) {
+    struct client *c = &r->clients[i];
+    double left;
+    if(!c->waiting)
+      continue;
+    left = elapsed_s(&t, &c->wake);
+    if(left <= 0) {
+      c->waiting = 0;
+      r->waiting--;
+      if(may_issue(r, t0) && client_start(r, c))
+        fprintf(stderr, "hearty-loadgen: could not issue a request\n");
+    }
+    else if(left * 1000.0 < (double)next)
+      next = (long)(left * 1000.0);
+  }
+  return next;
 }
 
 /* Handles every finished transfer libcurl reports, restarting its client. */
@@ -628,8 +813,8 @@ static void drain_done(struct run *r, const struct timespec *t0)
       client_finish(r, c, result);
       curl_multi_remove_handle(r->multi, e);
       r->inflight--;
-      if(may_issue(r, t0) && client_start(r, c))
-        fprintf(stderr, "hearty-loadgen: could not issue a request\n");
+      if(may_issue(r, t0))
+        client_next(r, c, t0);
     }
     msg = curl_multi_info_read(r->multi, &queued);
   }
@@ -648,16 +833,19 @@ static double run_load(struct run *r, long *abandoned)
   long i;
 
   for(i = 0; i < r->opt->concurrency && may_issue(r, &t0); i++)
-    if(client_start(r, &r->clients[i]))
-      fprintf(stderr, "hearty-loadgen: could not issue a request\n");
+    client_next(r, &r->clients[i], &t0);
   t = now_ts();
-  while(r->inflight > 0 && elapsed_s(&t0, &t) < hard) {
+  while((r->inflight > 0 || r->waiting > 0) && elapsed_s(&t0, &t) < hard) {
     int running = 0;
+    long wait_ms = 100;
     if(curl_multi_perform(r->multi, &running) != CURLM_OK)
       break;
     drain_done(r, &t0);
-    if(r->inflight > 0)
-      curl_multi_poll(r->multi, NULL, 0, 100, NULL);
+    /* libcurl's own timers cut the poll short for requests just added. */
+    if(r->waiting > 0)
+      wait_ms = wake_clients(r, &t0);
+    if(r->inflight > 0 || r->waiting > 0)
+      curl_multi_poll(r->multi, NULL, 0, (int)(wait_ms > 0 ? wait_ms : 0), NULL);
     t = now_ts();
   }
   *abandoned = r->inflight;
@@ -776,6 +964,96 @@ static void print_samples(FILE *out, const struct stats *st)
   fputc('}', out);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile q of n sorted keyed latencies (low 32 bits), in ms. */
+static double keyed_pct_ms(const uint64_t *v, size_t n, double q)
+{
+  size_t rank;
+
+  if(n == 0)
+    return 0.0;
+  rank = (size_t)(q * (double)n + 0.999999);
+  if(rank < 1)
+    rank = 1;
+  if(rank > n)
+    rank = n;
+  return (double)(uint32_t)v[rank - 1] / 1000.0;
+}
+
+/* Upper bounds (ms) of the cumulative latency counts per status. */
+static const unsigned le_bounds_ms[] = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000 };
+
+/*
+ * Prints {"<status>":{"count","p50","p90","p99","max","le":{"<ms>":n,...}},...}
+ * from the keyed latencies, sorted (so each status is one run, fastest
+ * first); "le" counts the answers that took at most that many milliseconds.
+ * Status "0" is a transport error (no HTTP answer).
+ */
+static void print_latency_by_status(FILE *out, const struct stats *st)
+{
+  const uint64_t *v = st->keyed_us;
+  size_t i = 0, n = st->latency_n;
+  const char *sep = "";
+
+  fputc('{', out);
+  while(i < n) {
+    uint32_t status = (uint32_t)(v[i] >> 32);
+    size_t j = i;
+    while(j < n && (uint32_t)(v[j] >> 32) == status)
+      j++;
+    size_t m = i, b;
+    fprintf(out, "%s\"%u\":{\"count\":%zu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
+            "\"max\":%.3f,\"le\":{",
+            sep, status, j - i, keyed_pct_ms(v + i, j - i, 0.50), keyed_pct_ms(v + i, j - i, 0.90),
+            keyed_pct_ms(v + i, j - i, 0.99), (double)(uint32_t)v[j - 1] / 1000.0);
+    for(b = 0; b < sizeof(le_bounds_ms) / sizeof(le_bounds_ms[0]); b++) {
+      uint64_t bound_us = (uint64_t)le_bounds_ms[b] * 1000u;
+      while(m < j && (uint64_t)(uint32_t)v[m] <= bound_us)
+        m++;
+      fprintf(out, "%s\"%u\":%zu", b ? "," : "", le_bounds_ms[b], m - i);
+    }
+    fputs("}}", out);
+    sep = ",";
+    i = j;
+  }
+  fputc('}', out);
+}
+
+static void print_retry_after(FILE *out, const struct stats *st)
+{
+  const char *sep = "";
+  int s;
+
+  fputc('{', out);
+  for(s = 1; s < STATUS_CAP; s++) {
+    if(st->retry_after[s]) {
+      fprintf(out, "%s\"%d\":%" PRIu64, sep, s, st->retry_after[s]);
+      sep = ",";
+    }
+  }
+  fputc('}', out);
+}
+
+static void print_codes(FILE *out, const struct stats *st)
+{
+  size_t i;
+
+  fputc('{', out);
+  for(i = 0; i < st->codes_n; i++) {
+    fputs(i ? "," : "", out);
+    json_str(out, st->codes[i].code);
+    fprintf(out, ":%" PRIu64, st->codes[i].n);
+  }
+  if(st->codes_other)
+    fprintf(out, "%s\"other\":%" PRIu64, st->codes_n ? "," : "", st->codes_other);
+  fputc('}', out);
+}
+
 static const char *mode_name(enum mode m)
 {
   return m == MODE_ORDER ? "order" : m == MODE_CANCEL ? "cancel" : "read";
@@ -818,7 +1096,34 @@ static void print_report(const struct run *r, double seconds, long abandoned)
          ",\"ids_unparsed\":%" PRIu64 ",\"bytes_dropped\":%" PRIu64 ",\"samples\":",
          st->new_connections, st->ids_written, st->ids_unparsed, st->bytes_dropped);
   print_samples(stdout, st);
-  printf("}\n");
+  printf(",\"latency_by_status_ms\":");
+  print_latency_by_status(stdout, st);
+  printf(",\"retry_after\":");
+  print_retry_after(stdout, st);
+  printf(",\"error_codes\":");
+  print_codes(stdout, st);
+  printf(",\"ids_ok_written\":%" PRIu64 "}\n", st->ids_ok_written);
+}
+
+/* Writes every answer's status and latency, in completion order.  0 or -1. */
+static int write_latencies(const char *path, const struct stats *st)
+{
+  FILE *f = fopen(path, "w");
+  size_t i;
+  int bad;
+
+  if(!f) {
+    fprintf(stderr, "hearty-loadgen: cannot write %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  for(i = 0; i < st->latency_n; i++)
+    fprintf(f, "%u %u\n", (unsigned)(st->keyed_us[i] >> 32), (unsigned)(uint32_t)st->keyed_us[i]);
+  bad = ferror(f);
+  if(fclose(f) != 0 || bad) {
+    fprintf(stderr, "hearty-loadgen: writing %s failed\n", path);
+    return -1;
+  }
+  return 0;
 }
 
 /* ---- set-up and tear-down ------------------------------------------------ */
@@ -859,10 +1164,11 @@ static int run_init(struct run *r, const struct options *opt, long long *ids, si
   r->rng = opt->seed;
   r->st.latency_cap = (size_t)opt->requests;
   r->st.latency_us = calloc(r->st.latency_cap, sizeof(uint32_t));
+  r->st.keyed_us = calloc(r->st.latency_cap, sizeof(uint64_t));
   r->clients = calloc((size_t)opt->concurrency, sizeof(struct client));
   r->headers = make_headers(opt->mode);
   r->multi = curl_multi_init();
-  if(!r->st.latency_us || !r->clients || !r->headers || !r->multi) {
+  if(!r->st.latency_us || !r->st.keyed_us || !r->clients || !r->headers || !r->multi) {
     fprintf(stderr, "hearty-loadgen: out of memory or libcurl set-up failed\n");
     return -1;
   }
@@ -897,6 +1203,7 @@ static void run_release(struct run *r)
   curl_slist_free_all(r->headers);
   free(r->clients);
   free(r->st.latency_us);
+  free(r->st.keyed_us);
 }
 
 static void install_signals(void)
@@ -911,9 +1218,18 @@ static void install_signals(void)
   signal(SIGPIPE, SIG_IGN);
 }
 
-/* Opens the ids for reading (cancel, read) or writing (order).  0 or -1. */
-static int open_ids(const struct options *opt, long long **ids, size_t *ids_n, FILE **out)
+/* Opens the ids for reading (cancel, read) or writing (order), and the
+ * --ok-file for writing.  0 or -1. */
+static int open_ids(const struct options *opt, long long **ids, size_t *ids_n, FILE **out,
+                    FILE **ok_out)
 {
+  if(opt->ok_file) {
+    *ok_out = fopen(opt->ok_file, "w");
+    if(!*ok_out) {
+      fprintf(stderr, "hearty-loadgen: cannot write %s: %s\n", opt->ok_file, strerror(errno));
+      return -1;
+    }
+  }
   if(!opt->orders_file)
     return 0;
   if(opt->mode != MODE_ORDER)
@@ -933,7 +1249,7 @@ int main(int argc, char **argv)
   struct run r;
   long long *ids = NULL;
   size_t ids_n = 0;
-  FILE *ids_out = NULL;
+  FILE *ids_out = NULL, *ok_out = NULL;
   long abandoned = 0;
   double seconds;
   int result = 1;
@@ -946,19 +1262,27 @@ int main(int argc, char **argv)
     return 1;
   }
   memset(&r, 0, sizeof(r));
-  if(open_ids(&opt, &ids, &ids_n, &ids_out))
+  if(open_ids(&opt, &ids, &ids_n, &ids_out, &ok_out))
     goto out;
   if(run_init(&r, &opt, ids, ids_n))
     goto out;
   r.ids_out = ids_out;
+  r.ok_out = ok_out;
   install_signals();
   seconds = run_load(&r, &abandoned);
+  if(opt.latency_file && write_latencies(opt.latency_file, &r.st))
+    goto out;
   qsort(r.st.latency_us, r.st.latency_n, sizeof(uint32_t), cmp_u32);
+  qsort(r.st.keyed_us, r.st.latency_n, sizeof(uint64_t), cmp_u64);
   print_report(&r, seconds, abandoned);
   result = 0;
 out:
   if(ids_out && fclose(ids_out) != 0 && result == 0) {
     fprintf(stderr, "hearty-loadgen: writing %s failed\n", opt.orders_file);
+    result = 1;
+  }
+  if(ok_out && fclose(ok_out) != 0 && result == 0) {
+    fprintf(stderr, "hearty-loadgen: writing %s failed\n", opt.ok_file);
     result = 1;
   }
   run_release(&r);

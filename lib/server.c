@@ -94,6 +94,7 @@ struct server {
 	_Atomic bool draining;
 	pthread_t *workers;
 	int nworkers;
+	MHD_socket quiesced_fd;          /* the listen socket after a drain; closed after stop */
 
 	struct metric *m_shed, *m_inflight;
 };
@@ -450,9 +451,12 @@ static void request_finish(struct request *req)
 
 	atomic_fetch_add_explicit(&r->count[code_index(req->res.status)], 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&r->duration_us, (uint64_t)us, memory_order_relaxed);
-	if(log_enabled(LOG_INFO) || (req->res.status >= 500 && log_enabled(LOG_WARN))) {
+	/* 503 is a deliberate answer (fallback, shedding): logged like success. */
+	bool failed = req->res.status >= 500 && req->res.status != 503;
+
+	if(log_enabled(LOG_INFO) || (failed && log_enabled(LOG_WARN))) {
 		log_set_request_id(req->rid);
-		log_event(req->res.status >= 500 ? LOG_WARN : LOG_INFO, "request",
+		log_event(failed ? LOG_WARN : LOG_INFO, "request",
 			  json_pack("{s:s,s:s,s:i,s:I}", "method", req->method, "path", req->path,
 				    "status", req->res.status, "us", (json_int_t)us));
 		log_set_request_id(NULL);
@@ -589,7 +593,7 @@ static void request_run(struct request *req)
 		response_header(&req->res, "Retry-After", "1");
 	} else {
 		req->route->fn(req, &req->res, req->route->ctx);
-		if(req->srv->opt.faults.response_delay_ms)
+		if(!probe && req->srv->opt.faults.response_delay_ms)
 			sleep_ms(req->srv->opt.faults.response_delay_ms);
 	}
 	current_deadline_us = 0;
@@ -845,6 +849,7 @@ struct server *server_new(const struct server_options *opt, char *err, size_t er
 		return NULL;
 	}
 	srv->opt = *opt;
+	srv->quiesced_fd = MHD_INVALID_SOCKET;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->work_cond, NULL);
 	pthread_cond_init(&srv->idle_cond, NULL);
@@ -936,9 +941,10 @@ void server_drain(struct server *srv, int grace_ms)
 
 	if(!srv || !srv->daemon || atomic_exchange(&srv->draining, true))
 		return;
+	/* Closing it now races libmicrohttpd's epoll threads (they may still
+	 * remove it from their sets and abort on ENOENT): close after stop. */
 	fd = MHD_quiesce_daemon(srv->daemon);
-	if(fd != MHD_INVALID_SOCKET)
-		close(fd);
+	srv->quiesced_fd = fd;
 	hr_deadline(grace_ms, &until);
 	pthread_mutex_lock(&srv->lock);
 	while(srv->inflight > 0)
@@ -962,6 +968,8 @@ void server_free(struct server *srv)
 	free(srv->workers);
 	if(srv->daemon)
 		MHD_stop_daemon(srv->daemon);
+	if(srv->quiesced_fd != MHD_INVALID_SOCKET)
+		close(srv->quiesced_fd);
 	pthread_mutex_destroy(&srv->lock);
 	pthread_cond_destroy(&srv->work_cond);
 	pthread_cond_destroy(&srv->idle_cond);

@@ -549,6 +549,10 @@ static bool cancel_payment(struct order_svc *svc, const struct order *o, struct 
 	if(rc == HR_OK && dr.status >= 400 && dr.status < 500)
 		response_error(res, 502, "payment_rejected", "payment refused to cancel payment %lld (%d)",
 			       (long long)o->pay_id, dr.status);
+	else if(dr.maybe_delivered)
+		response_unavailable(res, dr.retry_after_s, "payment did not confirm the cancel of order %lld"
+				     " in time; the order follows its payment once it does, or cancel it again"
+				     " later", (long long)o->id);
 	else
 		response_unavailable(res, dr.retry_after_s, "payment is unavailable; order %lld is still"
 				     " PAID, cancel it again later", (long long)o->id);

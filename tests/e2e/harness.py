@@ -19,15 +19,21 @@ System(bin_dir=None, tmp=None, env=None, services=SERVICES, service_env=None,
 
 Methods: start(), start_service(name, env=None), stop_service(name), kill(name),
 freeze(name), thaw(name), url(name), pid(name), db(name), rss_kb(name),
-log_tail(name), dump_logs(), close(), request(...), call(name, ...), wait_until(...),
-check_invariants(), wait_quiet(timeout), place_order(...), cancel_order(...),
-list_all(name, path), query(name, sql) (read-only SQLite), outbox(name),
-events_for(name, type, pay_id). Attributes: services, ports, tmp, ready_seconds,
+log_tail(name), log_events(name, msg=None), dump_logs(), close(), request(...),
+call(name, ...), wait_until(...), check_invariants(), wait_quiet(timeout),
+place_order(...), cancel_order(...), list_all(name, path), query(name, sql)
+(read-only SQLite), outbox(name), events_for(name, type, pay_id), metrics(name),
+metric(name, family, **labels). Attributes: services, ports, tmp, ready_seconds,
 rate_bp.
 
 Module helpers: request(), wait_until(), free_ports(), is_error_shape(),
-place_order(), cancel_order(), expected_points(), mileage_of(), Upstream (a stub
+place_order(), cancel_order(), expected_points(), mileage_of(), parse_metrics(),
+loadgen() (runs bench's hearty-loadgen, returns its JSON report), Upstream (a stub
 HTTP server), HeartyTestCase (unittest assertions), main().
+
+HEARTY_SANITIZED=1 (set by CTest for the sanitizer build) makes
+HeartyTestCase.assertLatency() a no-op: under the sanitizers everything is several
+times slower, so tests keep their functional assertions and skip latency bounds.
 
 Set KEEP_TMP=1 to keep the temporary folders (databases, logs) for a post-mortem and
 HEARTY_LOG_LEVEL=debug for chattier services.
@@ -64,6 +70,7 @@ ROUTE_PREFIXES = (
     ("/mileageViews", "mileage-view"),
 )
 READY_TIMEOUT = 10.0
+SANITIZED = os.environ.get("HEARTY_SANITIZED", "") not in ("", "0")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -179,6 +186,64 @@ def free_ports(n):
     finally:
         for s in socks:
             s.close()
+
+
+def parse_metrics(text):
+    """Prometheus text format -> {(family, ((label, value), ...) sorted): float}."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, labels = head, ()
+        if "{" in head:
+            name, _, rest = head.partition("{")
+            pairs = []
+            for part in rest.rstrip("}").split('",'):
+                if "=" in part:
+                    k, _, v = part.partition("=")
+                    pairs.append((k.strip(), v.strip().strip('"')))
+            labels = tuple(sorted(pairs))
+        try:
+            out[(name, labels)] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def default_loadgen():
+    return os.path.join(default_bin_dir(), "hearty-loadgen")
+
+
+def loadgen(url, mode="order", requests=1000, concurrency=10, duration_max=60, timeout_ms=10000,
+            delay_ms=0, customers=None, seed=None, orders_file=None, ok_file=None,
+            latency_file=None, binary=None):
+    """Runs hearty-loadgen (bench/loadgen.c) against url and returns its JSON report:
+    status counts, latency_ms, latency_by_status_ms ({status: {count, p50, p90, p99, max,
+    le: {ms: n}}}), retry_after ({status: n}), error_codes, ids_written... With
+    latency_file, the report also has "latencies": [(status, microseconds), ...] in
+    completion order. Raises RuntimeError when it fails or prints no JSON."""
+    cmd = [binary or default_loadgen(), "--url", url, "--mode", mode, "--requests", str(requests),
+           "--concurrency", str(concurrency), "--duration-max", str(duration_max),
+           "--timeout-ms", str(timeout_ms), "--delay-ms", str(delay_ms)]
+    for opt, val in (("--customers", customers), ("--seed", seed), ("--orders-file", orders_file),
+                     ("--ok-file", ok_file), ("--latency-file", latency_file)):
+        if val is not None:
+            cmd += [opt, str(val)]
+    limit = duration_max + timeout_ms / 1000.0 + 30
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit,
+                       check=False, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("hearty-loadgen exited %d: %s" % (p.returncode, p.stderr.strip()[-600:]))
+    try:
+        report = json.loads(p.stdout)
+    except ValueError:
+        raise RuntimeError("hearty-loadgen printed no JSON: %r" % p.stdout[:300])
+    if latency_file:
+        with open(latency_file) as f:
+            report["latencies"] = [tuple(int(x) for x in line.split()) for line in f if line.strip()]
+    return report
 
 
 def is_error_shape(body):
@@ -401,6 +466,23 @@ class System:
             return "(no log for %s)" % name
         return "\n".join("  %s| %s" % (name, l) for l in data[-lines:])
 
+    def log_events(self, name, msg=None):
+        """The JSON log lines of a service (all its runs), as dicts; only those whose
+        "msg" is msg when given. Lines that are not JSON are skipped."""
+        out = []
+        try:
+            with open(self.log_path(name), "rb") as f:
+                for raw in f:
+                    try:
+                        e = json.loads(raw.decode("utf-8", errors="replace"))
+                    except ValueError:
+                        continue
+                    if isinstance(e, dict) and (msg is None or e.get("msg") == msg):
+                        out.append(e)
+        except OSError:
+            pass
+        return out
+
     def close(self):
         """Stop everything (SIGTERM, SIGKILL after 5 s); remove the temp folder we made
         unless $KEEP_TMP is set.
@@ -505,6 +587,17 @@ class System:
                 raise AssertionError("cursor %r repeated for %s" % (after, path))
             seen.add(after)
         raise AssertionError("more than %d pages for %s" % (max_pages, path))
+
+    def metrics(self, name, timeout=5):
+        """GET /metrics of a service, parsed by parse_metrics()."""
+        st, _, text = self.call(name, "GET", "/metrics", timeout=timeout)
+        if st != 200:
+            raise AssertionError("GET %s /metrics -> %s %s" % (name, st, text))
+        return parse_metrics(text)
+
+    def metric(self, name, family, **labels):
+        """One series of a service's /metrics (labels must match exactly), or None."""
+        return self.metrics(name).get((family, tuple(sorted(labels.items()))))
 
     # ---- databases
     def query(self, name, sql, args=()):
@@ -842,6 +935,12 @@ class HeartyTestCase(unittest.TestCase):
             self.assertEqual(body["error"]["code"], code, "%s: error code (%r)" % (what, body))
         self.assertIn("json", hd.get("content-type", ""), "%s: content-type of an error" % what)
         return body
+
+    def assertLatency(self, value, bound, msg=""):
+        """value <= bound (a time or a latency), unless the services run under the
+        sanitizers (SANITIZED), where only functional assertions hold."""
+        if not SANITIZED:
+            self.assertLessEqual(value, bound, msg)
 
     def assertQuiet(self, system, timeout=10):
         v = system.wait_quiet(timeout)
