@@ -70,6 +70,14 @@ class CancelOvertakes(HeartyTestCase):
                 self.assertStatus(s.call("payment", "POST", "/pays/%d/cancel" % p["payId"]), 200, "cancel")
             finally:
                 s.thaw("mileage")
+
+            # The invariants hold before mileage reads anything (no row is fine), so
+            # wait for what this test is about: mileage has consumed the PayCancelled.
+            def cancel_consumed():
+                last = s.query("payment", "SELECT MAX(position) AS p FROM outbox")[0]["p"]
+                got = s.query("mileage", "SELECT position FROM feed_positions WHERE feed = 'payment'")
+                assert got and got[0]["position"] >= last, (got, last)
+            self.eventually(cancel_consumed, 10, "mileage consumed payment's feed")
             self.assertQuiet(s, 5)
             self.assertError(s.call("mileage", "POST", "/mileages",
                                     {"payId": p["payId"], "customerId": "co-3", "amount": 12300}),
