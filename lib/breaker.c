@@ -54,7 +54,7 @@ int breaker_config_from_env(const char *prefix, struct breaker_config *cfg, char
 		{ "_BREAKER_ERROR_PERCENT", 50, 1, 100, offsetof(struct breaker_config, error_percent) },
 		{ "_BREAKER_OPEN_MS", 5000, 1, 3600000, offsetof(struct breaker_config, open_ms) },
 		{ "_BREAKER_PROBES", 3, 1, 1000, offsetof(struct breaker_config, probes) },
-		{ "_MAX_CONCURRENT", 64, 1, 100000, offsetof(struct breaker_config, max_concurrent) },
+		{ "_MAX_CONCURRENT", 128, 1, 100000, offsetof(struct breaker_config, max_concurrent) },
 	};
 	char name[96];
 	int64_t v;

@@ -55,7 +55,7 @@ struct breaker;
 
 /* Reads <PREFIX>_BREAKER_WINDOW_MS (10000), _BREAKER_BUCKETS (10),
  * _BREAKER_MIN_REQUESTS (20), _BREAKER_ERROR_PERCENT (50), _BREAKER_OPEN_MS
- * (5000), _BREAKER_PROBES (3) and <PREFIX>_MAX_CONCURRENT (64). Returns 0 or
+ * (5000), _BREAKER_PROBES (3) and <PREFIX>_MAX_CONCURRENT (128). Returns 0 or
  * -1 with err naming the variable. */
 int breaker_config_from_env(const char *prefix, struct breaker_config *cfg, char *err, size_t errlen);
 

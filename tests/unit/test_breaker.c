@@ -623,7 +623,7 @@ static void test_config_from_env(void)
 	CHECK_INT(cfg.error_percent, 50);
 	CHECK_INT(cfg.open_ms, 5000);
 	CHECK_INT(cfg.probes, 3);
-	CHECK_INT(cfg.max_concurrent, 64);
+	CHECK_INT(cfg.max_concurrent, 128);
 
 	/* Empty counts as unset. */
 	setenv("UNITBRK_BREAKER_PROBES", "", 1);
