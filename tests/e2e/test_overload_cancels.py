@@ -80,8 +80,21 @@ class OverloadCancels(HeartyTestCase):
             queue = [i for i in ids if i not in cancelled]
 
             def cancel_next():
+                # Cancel an order that is PAID now: cancels answered 503 during the
+                # fault may have been applied since (the feed), and cancelling a
+                # CANCELLED order never calls payment, so it would never probe the
+                # breaker. With none left, place one (a payment call) and cancel it.
+                paid = s.query("order", "SELECT id FROM orders WHERE status = 'PAID'"
+                                        " ORDER BY id LIMIT 20")
                 with lock:
-                    oid = queue.pop(0) if queue else ids[0]
+                    oid = paid[len(queue) % len(paid)]["id"] if paid else None
+                if oid is None:
+                    st, _, o = s.place_order("ov-rec", price=2000, timeout=10)
+                    if st != 201:
+                        return 503 if st == 503 else st
+                    oid = o["orderId"]
+                    with lock:
+                        ids.append(oid)
                 st = s.cancel_order(oid, timeout=10)[0]
                 if st == 200:
                     with lock:
@@ -99,6 +112,12 @@ class OverloadCancels(HeartyTestCase):
 
             rows = self.statuses(s, ids)
             rest = [i for i in ids if rows[i]["status"] == "PAID"][:FOLLOW_UP]
+            # The recovery driver may have used up the PAID orders: place fresh ones.
+            while len(rest) < FOLLOW_UP // 2:
+                st, _, o = s.place_order("ov-follow", price=1500, timeout=10)
+                self.assertEqual(st, 201, "order placed after recovery: %s" % o)
+                rest.append(o["orderId"])
+                ids.append(o["orderId"])
             rest_file = os.path.join(s.tmp, "rest.txt")
             write_ids(rest_file, rest)
             ok_file = os.path.join(s.tmp, "ok-follow.txt")

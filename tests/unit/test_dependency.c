@@ -834,7 +834,7 @@ static void test_config_from_env(void)
 	CHECK_INT(cfg.breaker.error_percent, 50);
 	CHECK_INT(cfg.breaker.open_ms, 5000);
 	CHECK_INT(cfg.breaker.probes, 3);
-	CHECK_INT(cfg.breaker.max_concurrent, 64);
+	CHECK_INT(cfg.breaker.max_concurrent, 128);
 
 	/* The service-wide connect timeout is the default of the dependency's. */
 	setenv("CONNECT_TIMEOUT_MS", "700", 1);
